@@ -1,0 +1,100 @@
+"""The multi-task training objective of MT-Diffusion (eq. 6, Algorithm 2).
+
+    L = || eps_theta(z_t, t) - eps ||^2  +  lambda * sum_i KL( q_i(x_i) || p_theta(x_i | z_t) )
+
+The data distribution of a modality is a point mass at the observed ``x_i`` (or the given
+probability vector), so each KL reduces, up to a constant that carries no gradient, to
+a cross-entropy for categorical modalities and to a squared error for continuous ones
+(a Gaussian with the head output as mean and fixed variance).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from repro.diffusion.process import MTProcess
+from repro.errors import UserError
+
+MODALITY_KINDS = ("categorical", "continuous")
+IGNORE_INDEX = 255  # the "void" label of segmentation maps (Cityscapes convention)
+
+
+class MultiTaskLoss:
+    """Eq. 6: noise MSE plus ``lam`` times the sum of the per-modality head losses.
+
+    ``kinds[name]`` is ``"categorical"`` (head gives logits with classes on dim 1;
+    target is class indices ``[B]`` / ``[B, H, W]`` with 255 ignored, or a probability
+    vector shaped like the logits, giving the soft cross-entropy) or ``"continuous"``
+    (target shaped like the prediction; mean squared error over all elements).
+    Returns the total and its parts: ``"eps"`` and one entry per modality (unweighted).
+    """
+
+    def __init__(self, lam: float = 0.1):
+        self.lam = lam
+
+    def __call__(
+        self,
+        eps_pred: Tensor,
+        eps: Tensor,
+        preds: Mapping[str, Tensor],
+        targets: Mapping[str, Tensor],
+        kinds: Mapping[str, str],
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        parts = {"eps": F.mse_loss(eps_pred, eps)}
+        for name, kind in kinds.items():
+            if name not in preds or name not in targets:
+                raise UserError(f"modality {name!r} needs both a head prediction and a target for the loss")
+            parts[name] = modality_loss(kind, preds[name], targets[name])
+        total = parts["eps"] + self.lam * sum((parts[name] for name in kinds), start=torch.zeros_like(parts["eps"]))
+        return total, parts
+
+
+def modality_loss(kind: str, pred: Tensor, target: Tensor) -> Tensor:
+    """The KL term of one modality, up to its data entropy (see the module docstring)."""
+    if kind == "categorical":
+        if target.is_floating_point():  # probability vectors: soft cross-entropy
+            return -(target * F.log_softmax(pred, dim=1)).sum(dim=1).mean()
+        return F.cross_entropy(pred, target.long(), ignore_index=IGNORE_INDEX)
+    if kind == "continuous":
+        return F.mse_loss(pred, target)
+    raise UserError(f"unknown modality kind {kind!r}; choose one of {', '.join(MODALITY_KINDS)}")
+
+
+def training_losses(
+    model: Callable,
+    process: MTProcess,
+    z0: Tensor,
+    x: Mapping[str, Tensor],
+    encoders: Mapping[str, Callable[[Tensor], Tensor]],
+    kinds: Mapping[str, str],
+    lam: float = 0.1,
+    generator: torch.Generator | None = None,
+    targets: Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One iteration of Algorithm 2 up to the gradient step; returns eq. 6's total and parts.
+
+    The i-th entry of ``encoders`` is modality i of ``process`` (row i of its weights).
+    Heads are trained to predict ``targets`` (default: the modality data ``x``) for the
+    modalities listed in ``kinds``. ``model(z_t, t_model, e)`` returns ``(eps, preds)``
+    (a third output, a learned variance, is not trained here: the paper fixes it).
+    Randomness (steps and noise) comes from ``generator`` only.
+    """
+    device = z0.device
+    k = torch.randint(0, process.num_steps, (len(z0),), generator=generator, device=_gen_device(generator, device))
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=_gen_device(generator, device))
+    k, noise = k.to(device), noise.to(device)
+    # The encoders carry no trainable parameters (stop-gradient, Sec. 2.2.3).
+    with torch.no_grad():
+        e = [encode(x[name]) for name, encode in encoders.items()]
+    z_t = process.q_sample(z0, e, k, noise)
+    eps_pred, preds, *_ = model(z_t, process.timesteps.to(device)[k], e)
+    parts_targets = x if targets is None else targets
+    return MultiTaskLoss(lam)(eps_pred, noise, preds, parts_targets, kinds)
+
+
+def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    return generator.device if generator is not None else fallback

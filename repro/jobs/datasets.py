@@ -1,0 +1,64 @@
+"""The images a job trains or evaluates on, from the `data:` config block."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from repro.data.pixels import to_model_space
+from repro.errors import UserError
+
+
+class ImageSet:
+    """Indexable images in [-1, 1] (N, 3, H, W) with integer labels."""
+
+    def __init__(self, get, labels: np.ndarray, name: str):
+        self._get, self.labels, self.name = get, labels, name
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images(self, index: Tensor | np.ndarray | list[int]) -> Tensor:
+        return self._get(np.asarray(index))
+
+
+def embedded_files(data: Mapping[str, Any]) -> dict[str, Path]:
+    from repro.data.embedded import ensure_embedded
+
+    return ensure_embedded(Path(data["root"]), data["n_train"], data["n_test"], data["seed"], data["resolution"])
+
+
+def load_images(data: Mapping[str, Any], split: str) -> ImageSet:
+    """`split` is "train" or "test"."""
+    if data["name"] == "embedded":
+        from repro.data.embedded import load_split
+
+        s = load_split(embedded_files(data)[split])
+        images = to_model_space(s.images)
+        return ImageSet(lambda i: images[torch.as_tensor(i)], s.labels, f"embedded-{data['resolution']}px-{split}")
+    if data["name"] == "imagenet":
+        from repro.data.imagenet import ImageNetFolder
+
+        root = data["root"] if split == "train" else data["test_root"]
+        ds = ImageNetFolder(root, data["resolution"])
+        n = len(ds) if split == "train" or data.get("n_test") is None else min(len(ds), data["n_test"])
+        labels = np.asarray([label for _, label in ds.samples[:n]])
+        return ImageSet(lambda i: torch.stack([ds[int(k)][0] for k in i]), labels, f"imagenet-{data['resolution']}-{split}")
+    raise UserError(f"unknown dataset {data['name']!r}: choose embedded or imagenet")
+
+
+def check_data(data: Mapping[str, Any]) -> None:
+    """Fail early (exit 2) when a configured dataset is missing (the embedded one is made by its jobs)."""
+    if data["name"] == "embedded":
+        return
+    if data["name"] == "imagenet":
+        for key in ("root", "test_root"):
+            p = Path(str(data[key])).expanduser()
+            if not p.is_dir():
+                raise UserError(f"dataset directory {p} not found: set data.{key}=/path/to/imagenet/"
+                                f"{'train' if key == 'root' else 'val'} (a folder of class folders)")
+        return
+    raise UserError(f"unknown dataset {data['name']!r}: choose embedded or imagenet")

@@ -1,0 +1,123 @@
+"""Masked-image training (Section 4.1, Appendix E.2) and Table 1's restoration rows.
+
+z_0 is the clean image; the one extra modality x is the same image with m random square
+patches set to zero, m ~ U{0..10}; its encoder is the identity (it lives in pixel space)
+and its decoder a copy of the U-Net output block on the final features.
+
+Variants (Table 2): `adm` (no modality: plain DDPM), `U` (eps(z_t, t): the modality only
+enters through the forward aggregation and the loss), `X` (eps(z_t, X, t): the masked
+image also enters the network on extra input channels).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from repro.data.masks import apply_mask, random_patch_masks
+from repro.data.pixels import to_uint8
+from repro.diffusion import Modality, MTProcess, ancestral_sample, sdedit
+from repro.errors import UserError
+from repro.io import atomic_save_npz
+from repro.nn import MTDiffusionModel, OutputBlockHead
+from repro.report.figures import save_triplet_grid
+from repro.tasks.backbone import build_unet
+
+VARIANTS = ("adm", "U", "X")
+MODALITY = "masked"
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+class MaskedImageTask:
+    """How a batch of images becomes (z_0, X), which network models it, how rows sample."""
+
+    kinds = {MODALITY: "continuous"}
+
+    def __init__(self, resolution: int, train_patches: tuple[int, int] = (0, 10), patch_fraction: float = 0.25):
+        self.resolution = resolution
+        self.train_patches = tuple(train_patches)
+        self.patch = max(1, round(resolution * patch_fraction))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "MaskedImageTask":
+        t = cfg["task"]
+        return cls(cfg["data"]["resolution"], tuple(t["train_patches"]), t["patch_fraction"])
+
+    # --- training -----------------------------------------------------------------------
+
+    def masks(self, n: int, num_patches: int | tuple[int, int], generator: torch.Generator) -> Tensor:
+        return random_patch_masks(n, self.resolution, num_patches, generator, patch=self.patch)
+
+    def batch(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        masked = apply_mask(images, self.masks(len(images), self.train_patches, generator))
+        return images, {MODALITY: masked}
+
+    def encoders(self, variant: str) -> dict:
+        return {} if variant == "adm" else {MODALITY: identity}
+
+    def n_modalities(self, variant: str) -> int:
+        return 0 if variant == "adm" else 1
+
+    def build_model(self, unet_cfg: Mapping[str, Any], variant: str) -> MTDiffusionModel:
+        if variant not in VARIANTS:
+            raise UserError(f"unknown masked-image variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        backbone = build_unet(unet_cfg, self.resolution, extra_in_channels=3 if variant == "X" else 0)
+        heads = {} if variant == "adm" else {MODALITY: (OutputBlockHead(backbone.model_channels, 3), "final")}
+        return MTDiffusionModel(backbone, heads)
+
+    # --- Table 1 ------------------------------------------------------------------------
+
+    def sample(self, cfg: Mapping[str, Any], out, model: MTDiffusionModel | None,
+               process: MTProcess | None) -> dict[str, Any]:
+        """Restore the first `eval.n_images` test images for every mask count of the table.
+
+        The masks depend only on (seed, m), so every row restores the same masked images.
+        Saves original / masked / restored (uint8) per mask count, and a PNG grid of 8.
+        """
+        from repro.jobs.datasets import load_images
+
+        row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
+        test = load_images(cfg["data"], "test")
+        n = min(ev["n_images"], len(test))
+        originals = test.images(np.arange(n))
+        files = {}
+        for m in ev["mask_counts"]:
+            masks = self.masks(n, int(m), torch.Generator().manual_seed(cfg["seed"] * 1000 + int(m)))
+            masked = apply_mask(originals, masks)
+            g = torch.Generator().manual_seed(cfg["seed"] * 7919 + int(m))
+            chunks = range(0, n, smp["batch_size"])
+            restored = torch.cat([
+                restore(row["method"], masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
+                        model=model, process=process, generator=g, row=row, prior=cfg["diffusion"]["prior"],
+                        clip_denoised=smp["clip_denoised"], composite=ev["composite"])
+                for lo in tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True, disable=len(chunks) < 2)])
+            files[str(m)] = f"restored_m{m}.npz"
+            atomic_save_npz(out / files[str(m)], original=to_uint8(originals), masked=to_uint8(masked),
+                            restored=to_uint8(restored), mask=masks[:, 0].to(torch.uint8).numpy())
+            save_triplet_grid(out / f"grid_m{m}.png", originals[:8], masked[:8], restored[:8])
+        return {"files": files, "n_images": n}
+
+
+def restore(method: str, masked: Tensor, mask: Tensor, *, model: MTDiffusionModel | None,
+            process: MTProcess | None, generator: torch.Generator, row: Mapping[str, Any],
+            prior: str, clip_denoised: bool, composite: bool) -> Tensor:
+    """Restored images in [-1, 1] for one of Table 1's rows."""
+    if method == "clean_masked":      # the reference row: the masked image itself
+        return masked
+    if method == "sdedit":            # SDEdit- (Meng et al.): noise the masked image, denoise unconditionally
+        out, _ = sdedit(model, process, masked, row["strength"], generator, clip_denoised=clip_denoised,
+                        progress=True)
+    elif method == "mt_restore":      # Algorithm 1, conditional: the masked image is the known modality
+        known = Modality(MODALITY, identity, known=masked)
+        out, _ = ancestral_sample(model, process, tuple(masked.shape), [known], prior=prior,
+                                  generator=generator, clip_denoised=clip_denoised, progress=True)
+    else:
+        raise UserError(f"unknown restoration method {method!r} (clean_masked, sdedit, mt_restore)")
+    out = out.clamp(-1, 1)
+    return mask * masked + (1 - mask) * out if composite else out
