@@ -8,6 +8,7 @@ weights, bit for bit on CPU.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from pathlib import Path
@@ -74,8 +75,9 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         g = step_generator(seed, step)
         torch.manual_seed(seed * 1_000_003 + step)      # dropout
         idx = torch.randint(len(data), (tr["batch_size"],), generator=g)
-        z0, x = task.batch(data.images(idx), g)
-        loss, parts = training_losses(model, process, z0, x, encoders, kinds, cfg["diffusion"]["lam"], g)
+        z0, x, net_inputs = task.batch(data.images(idx), torch.as_tensor(data.labels[idx.numpy()]), g)
+        net = functools.partial(model, **net_inputs) if net_inputs else model   # e.g. y= class labels
+        loss, parts = training_losses(net, process, z0, x, encoders, kinds, cfg["diffusion"]["lam"], g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

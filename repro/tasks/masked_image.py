@@ -54,9 +54,11 @@ class MaskedImageTask:
     def masks(self, n: int, num_patches: int | tuple[int, int], generator: torch.Generator) -> Tensor:
         return random_patch_masks(n, self.resolution, num_patches, generator, patch=self.patch)
 
-    def batch(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+    def batch(self, images: Tensor, labels: Tensor, generator: torch.Generator
+              ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """(z_0, X, extra network inputs): the image, its masked copy, nothing else."""
         masked = apply_mask(images, self.masks(len(images), self.train_patches, generator))
-        return images, {MODALITY: masked}
+        return images, {MODALITY: masked}, {}
 
     def encoders(self, variant: str) -> dict:
         return {} if variant == "adm" else {MODALITY: identity}
