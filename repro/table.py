@@ -6,8 +6,8 @@ Bad input exits 2 with one line, before any job starts.
 """
 from __future__ import annotations
 
+import json
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -59,7 +59,6 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     cfg = compose(table, profile, cluster, overrides)
     validate(cfg)
     rows = plan(cfg)
-    t0 = time.time()
     report = dispatch([r.job for r in rows], cfg.cluster, store)
     print(report.line())
     js = JobStore(store)
@@ -70,13 +69,67 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     provenance = make_provenance(
         profile=cfg.profile, dataset=f"{cfg.data.name} {cfg.data.resolution}x{cfg.data.resolution}",
         n_samples=min(r["n_images"] for r in results.values()), feature_extractor=extractor,
-        wall_time_s=round(time.time() - t0, 1),
+        wall_time_s=round(sum(r["provenance"]["wall_time_s"] for r in results.values()), 1),
         rows={r.name: {"config_key": r.job.key, "wall_time_s": results[r.name]["provenance"]["wall_time_s"],
                        "n_samples": results[r.name]["n_images"]} for r in rows})
     notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
              f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}"]
-    return render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes)
+    paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes)
+    paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
+    if cfg.table.evaluation == "lpips_restoration":
+        paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
+    curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, out_dir)
+    if curves:
+        paths["curves"] = curves
+    return paths
+
+
+def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
+    """tables/figures/<key>_restorations.{png,pdf} from the rows' saved samples."""
+    from repro.report.figures import plot_restorations
+
+    samples = {}
+    for r in rows:
+        sample_dir = store.dir(r.job.deps["samples"])
+        files = sample_dir.result()["files"]
+        samples[r.name] = {int(m): sample_dir / f for m, f in files.items()}
+    return plot_restorations(samples, Path(out_dir) / "figures" / f"{key}_restorations")[0]
+
+
+def write_dvc_metrics(key: str, ours: pd.DataFrame, out_dir: Path) -> Path:
+    """tables/metrics/<key>.json: {row: {column: {ours, paper}}}, flat enough for `dvc metrics show`."""
+    from repro.io import atomic_write_json
+    from repro.report.paper import paper_table
+
+    paper = paper_table(key)
+    doc = {row: {col: {"ours": None if pd.isna(ours.at[row, col]) else round(float(ours.at[row, col]), 6),
+                       "paper": None if row not in paper.index or pd.isna(paper.at[row, col])
+                       else float(paper.at[row, col])}
+                 for col in ours.columns} for row in ours.index}
+    return atomic_write_json(Path(out_dir) / "metrics" / f"{key}.json", doc)
+
+
+def write_loss_curves(key: str, jobs: list, store, out_dir: Path) -> Path | None:
+    """tables/curves/<key>_loss.csv (long form: run, step, loss) and a PNG/PDF plot of it."""
+    from repro.io import atomic_write_text
+    from repro.jobs.job import topological
+    from repro.report.figures import plot_loss_curves
+
+    frames = []
+    for job in topological(jobs):
+        f = store.dir(job) / "loss_curve.json"
+        if job.kind == "train" and f.exists():
+            frame = pd.DataFrame(json.loads(f.read_text()))
+            frame.insert(0, "run", job.name.removeprefix("train/"))
+            frames.append(frame)
+    if not frames:
+        return None
+    curves = pd.concat(frames, ignore_index=True)
+    path = Path(out_dir) / "curves" / f"{key}_loss.csv"
+    atomic_write_text(path, curves.to_csv(index=False, float_format="%.6g"))
+    plot_loss_curves(curves, path.with_suffix(""), title=f"{key}: training loss (eq. 6)")
+    return path
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

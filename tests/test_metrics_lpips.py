@@ -94,7 +94,7 @@ def test_alexnet_loader_maps_torchvision_weights_onto_lpips_slices(alexnet_file)
         for p in ("weight", "bias"):
             assert torch.equal(trunk[f"{dst}.{p}"], state[f"{src}.{p}"])
     # The calibrated lin layers shipped with lpips are loaded too.
-    lin = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", weights_only=True)
+    lin = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", map_location="cpu", weights_only=True)
     own = model.state_dict()
     assert lin and all(torch.equal(own[k], v) for k, v in lin.items())
 
@@ -117,7 +117,7 @@ def test_alexnet_lpips_matches_hand_computation_on_torchvision_trunk(alexnet_fil
             out.append(h.clone())
         return out
 
-    lin = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", weights_only=True)
+    lin = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", map_location="cpu", weights_only=True)
     weights = [lin[f"lin{l}.model.1.weight"].flatten() for l in range(5)]
     a, b = images(2, 8, size=64), images(2, 9, size=64)
     with torch.no_grad():

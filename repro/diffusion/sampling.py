@@ -178,7 +178,9 @@ def sdedit(
     K = process.num_steps
     k0 = round(strength * K) - 1
     if not 0 <= k0 < K:
-        raise UserError(f"SDEdit strength {strength} gives start step {k0} of {K}; use a strength in (0, 1] of at least {1 / K:.3g}")
+        raise UserError(
+            f"SDEdit strength {strength} gives start step {k0} of {K}; use a strength in [{1 / K:.3g}, 1]"
+        )
     _check_prior(prior)
     dtype = kwargs.get("dtype", torch.float32)
     x_guide = x_guide.to(device=generator.device, dtype=dtype)
@@ -187,7 +189,8 @@ def sdedit(
     z_start = process.q_sample(x_guide, no_modalities, k0, noise)
     if prior == "shifted":
         x = _initial_data(modalities)
-        z_start = z_start + process.offset([m.encode(x[m.name]) for m in modalities], k0, z_start)
+        with torch.no_grad():
+            z_start = z_start + process.offset([m.encode(x[m.name]) for m in modalities], k0, z_start)
     return ancestral_sample(
         model, process, x_guide.shape, modalities, prior=prior, generator=generator,
         start_step=k0, z_start=z_start, **kwargs,

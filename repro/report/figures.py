@@ -49,3 +49,59 @@ def save_triplet_grid(path: Path, original: Tensor, masked: Tensor, restored: Te
                 ax.set_ylabel(title, fontsize=8)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return save_figure(fig, path, formats)
+
+
+def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Training loss against step, one line per run (long-form frame: run, step, loss)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for run, frame in curves.groupby("run", sort=False):
+        ax.plot(frame["step"], frame["loss"], label=run, lw=1.2)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (eq. 6)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, formats)
+
+
+def plot_restorations(samples: dict[str, dict[int, Path]], path: Path, n: int = 6,
+                      formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Table 1's figure (like the paper's Figures 5 and 9): for every mask count, the
+    original, then each row's restoration of the same masked images (the Clean-Masked row
+    shows the masked input itself).
+
+    samples: row name -> {mask count: .npz with uint8 arrays original / masked / restored}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = sorted({m for files in samples.values() for m in files})
+    lines: list[tuple[str, np.ndarray]] = []
+    for m in counts:
+        first = next(files[m] for files in samples.values() if m in files)
+        lines.append((f"original", np.load(first)["original"][:n]))
+        for row, files in samples.items():
+            if m in files:
+                label = "masked" if row == "Clean-Masked" else row
+                lines.append((f"m={m}: {label}", np.load(files[m])["restored"][:n]))
+    fig, axes = plt.subplots(len(lines), n, figsize=(1.0 * n + 1.2, 1.0 * len(lines)), squeeze=False)
+    for r, (label, imgs) in enumerate(lines):
+        for c in range(n):
+            ax = axes[r][c]
+            if c < len(imgs):
+                ax.imshow(imgs[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    return save_figure(fig, path, formats)

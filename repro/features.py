@@ -1,0 +1,44 @@
+"""python -m repro.features [--profile smoke]: train (or reuse) the embedded feature network.
+
+The same job the tables depend on (same config, same key in the job store), run on its
+own as the pipeline's "features" stage; writes tables/features.json (which network, its
+accuracy, its job key) so every table can name the extractor behind its numbers.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from repro.errors import UserError
+
+
+@click.command()
+@click.option("--profile", default="smoke", show_default=True)
+@click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True)
+def main(profile: str, store: Path, out_dir: Path) -> None:
+    from repro.cluster import dispatch
+    from repro.config import compose
+    from repro.io import atomic_write_json
+    from repro.jobs.store import JobStore
+    from repro.plan import features_job
+
+    cfg = compose("1", profile)
+    job = features_job(cfg)
+    if job is None:
+        raise UserError(f"profile {profile} uses pretrained feature networks (features.kind={cfg.features.kind})")
+    print(dispatch([job], cfg.cluster, store).line())
+    result = JobStore(store).dir(job).result()
+    doc = {"profile": profile, "config_key": job.key, "network": "FeatureNet (repro/metrics/feature_net.py)",
+           **{k: v for k, v in result.items() if k != "provenance"}}
+    print(atomic_write_json(out_dir / "features.json", doc))
+
+
+if __name__ == "__main__":
+    try:
+        main.main(standalone_mode=False)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
