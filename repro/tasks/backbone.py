@@ -7,14 +7,19 @@ from repro.nn import UNetModel
 
 
 def build_unet(cfg: Mapping[str, Any], resolution: int, *, extra_in_channels: int = 0,
-               num_classes: int | None = None, learn_sigma: bool = False) -> UNetModel:
-    """ADM U-Net; `attention_resolutions` are pixel resolutions as in guided-diffusion's flags."""
+               num_classes: int | None = None, learn_sigma: bool = False, channels: int = 3,
+               encoder_channels: int | None = None) -> UNetModel:
+    """ADM U-Net; `attention_resolutions` are pixel resolutions as in guided-diffusion's flags.
+
+    `channels`: channels of the diffusion space (3 for pixels, 4 for kl-f8 latents);
+    `encoder_channels`: width of a cross-attention context (None: no cross-attention).
+    """
     return UNetModel(
         image_size=resolution,
-        in_channels=3,
+        in_channels=channels,
         extra_in_channels=extra_in_channels,
         model_channels=cfg["model_channels"],
-        out_channels=6 if learn_sigma else 3,
+        out_channels=channels * (2 if learn_sigma else 1),
         num_res_blocks=cfg["num_res_blocks"],
         attention_resolutions=tuple(resolution // r for r in cfg["attention_resolutions"]),
         dropout=cfg["dropout"],
@@ -25,4 +30,5 @@ def build_unet(cfg: Mapping[str, Any], resolution: int, *, extra_in_channels: in
         use_scale_shift_norm=cfg["use_scale_shift_norm"],
         resblock_updown=cfg["resblock_updown"],
         use_new_attention_order=cfg.get("use_new_attention_order", False),
+        encoder_channels=encoder_channels,
     )
