@@ -18,8 +18,19 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PROFILES = ("tiny", "smoke", "paper")
 
 
+# Specs that are not numbered tables of the paper (Appendix E.1's night2day numbers, E.4's experiment).
+NAMED_SPECS = ("night2day", "representation")
+
+
 def available_tables() -> list[str]:
-    return sorted(p.stem.removeprefix("table") for p in BENCHMARKS.glob("table*.yaml"))
+    """Numbered tables (benchmarks/tableN.yaml) first, then the named specs that exist."""
+    numbered = sorted(p.stem.removeprefix("table") for p in BENCHMARKS.glob("table*.yaml"))
+    return numbered + [n for n in NAMED_SPECS if (BENCHMARKS / f"{n}.yaml").is_file()]
+
+
+def spec_name(table: str) -> str:
+    """The spec file stem of a table argument: "1" -> "table1", "night2day" -> "night2day"."""
+    return table if table in NAMED_SPECS else f"table{table}"
 
 
 def compose(table: str, profile: str = "smoke", cluster: str = "local",
@@ -39,8 +50,8 @@ def compose(table: str, profile: str = "smoke", cluster: str = "local",
     base = [f"profile={profile}", f"cluster={cluster}"]
     try:
         with initialize_config_dir(config_dir=str(BENCHMARKS), version_base=None):
-            default = hydra_compose(f"table{table}", overrides=base)
-            cfg = hydra_compose(f"table{table}", overrides=base + list(overrides))
+            default = hydra_compose(spec_name(table), overrides=base)
+            cfg = hydra_compose(spec_name(table), overrides=base + list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(_one_line(err)) from None
     for ov in overrides:

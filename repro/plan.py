@@ -32,27 +32,135 @@ def features_job(cfg: DictConfig) -> Job | None:
     return Job("features", "features/embedded", _pick(cfg, "data", "features", "seed"))
 
 
-def train_job(cfg: DictConfig, model: str) -> Job:
+def train_job(cfg: DictConfig, model: str, feats: Job | None = None, _chain: tuple[str, ...] = ()) -> Job:
+    """`feats` becomes a dependency when the task's batches read the feature network (task.uses_features)."""
     if model not in cfg.models:
         raise UserError(f"row refers to model {model!r}, which the spec's models section does not define")
+    m = to_dict(cfg.models[model])
+    if m.get("released"):
+        return released_job(cfg, model, m)
     config = _pick(cfg, "data", "task", "unet", "train", "seed")
     config["diffusion"] = {k: v for k, v in to_dict(cfg.diffusion).items() if k != "prior"}
-    config["model"] = to_dict(cfg.models[model])
-    return Job("train", f"train/{model}", config)
+    config["model"] = m
+    if "task" in m:    # a model of another task than the spec's own (Table 2's image-label rows)
+        config["task"] = _task_block(cfg, m["task"], model)
+    if "train" in m:   # a model's own budget (continued training, finetuning stages)
+        config["train"] = {**config["train"], **m["train"]}
+    deps = {"features": feats} if feats is not None and cfg.task.get("uses_features", False) else {}
+    if "init" in m:    # continue from another model's final weights (repro.jobs.train.init_from)
+        if m["init"] == model or len(_chain) > 8:
+            raise UserError(f"model {model!r}: init chain {' -> '.join((*_chain, model))} loops")
+        deps["init"] = train_job(cfg, m["init"], feats, _chain=(*_chain, model))
+    return Job("train", f"train/{model}", config, deps)
+
+
+def _task_block(cfg: DictConfig, name: str, model: str) -> dict[str, Any]:
+    if "tasks" not in cfg or name not in cfg.tasks:
+        raise UserError(f"model {model!r} names task {name!r}, which the spec's tasks section does not define")
+    return to_dict(cfg.tasks[name])
+
+
+def _released_path(cfg: DictConfig, key: str, what: str) -> str:
+    """The configured file of a released guided-diffusion checkpoint; UserError naming it if absent."""
+    from pathlib import Path
+
+    value = cfg.get("weights", {}).get(key)
+    if not value:
+        raise UserError(f"{what} needs weights.{key}: set weights.{key}=/path/to/the released checkpoint")
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise UserError(f"released checkpoint {path} (weights.{key}) not found: download {path.name} from "
+                        f"openai/guided-diffusion's released checkpoints or set weights.{key}=/path/to/it")
+    return str(path)
+
+
+def released_job(cfg: DictConfig, model: str, m: dict[str, Any]) -> Job:
+    """A released checkpoint imported into the store; sampled and trained on like a train job."""
+    config = _pick(cfg, "data", "task", "unet", "seed")
+    config["diffusion"] = {k: v for k, v in to_dict(cfg.diffusion).items() if k != "prior"}
+    config["model"] = m
+    if "task" in m:
+        config["task"] = _task_block(cfg, m["task"], model)
+    config["released"] = _released_path(cfg, m["released"], f"model {model!r}")
+    return Job("released", f"released/{model}", config)
+
+
+def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
+    """ADM's noisy classifier (repro.jobs.classifier): guidance for `_g` rows, Figure 6's curves."""
+    if "classifiers" not in cfg or name not in cfg.classifiers:
+        raise UserError(f"classifier {name!r} is not defined in the spec's classifiers section")
+    c = to_dict(cfg.classifiers[name])
+    config = _pick(cfg, "data", "classifier", "seed")
+    config["diffusion"] = {k: to_dict(cfg.diffusion[k]) for k in ("schedule", "T")}
+    config["train"] = {**to_dict(cfg.classifier_train), **c.get("train", {})}
+    kind = c.get("source", "scratch")
+    config["source"] = {"kind": kind}
+    deps: dict[str, Job] = {}
+    if kind == "released":
+        config["source"]["path"] = _released_path(cfg, c["released"], f"classifier {name!r}")
+    elif kind == "classifier":
+        deps["init"] = classifier_job(cfg, c["init"], feats)
+    elif kind == "mt_e":
+        deps["init"] = train_job(cfg, c["init"], feats)
+    elif kind != "scratch":
+        raise UserError(f"classifier {name!r}: source {kind!r} is not one of scratch, released, classifier, mt_e")
+    return Job("classifier", f"classifier/{name}", config, deps)
+
+
+def generation_plan(cfg: DictConfig) -> list[RowPlan]:
+    """Tables 2-3: per row, model [+ classifier] -> generate -> evaluate (IS/FID/sFID/P/R)."""
+    from pathlib import Path
+
+    from repro.metrics import INCEPTION_FILE
+    from repro.tasks.generation import check_row
+
+    feats = features_job(cfg)
+    eval_cfg = _pick(cfg, "data", "features")
+    if cfg.features.kind == "pretrained":
+        w = Path(str(cfg.get("weights", {}).get("inception") or INCEPTION_FILE)).expanduser()
+        if not w.is_file():
+            raise UserError(f"Inception weights {w} not found: torch-fidelity normally downloads {INCEPTION_FILE} "
+                            f"into ~/.cache/torch/hub/checkpoints/; copy it there or set weights.inception=/path/to/it")
+        eval_cfg["weights"] = {"inception": str(w)}
+    eval_cfg["table"] = {k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")}
+    eval_cfg["eval"] = {k: to_dict(cfg.eval[k]) for k in ("batch_size", "reference", "reference_batch", "isc_splits",
+                                                          "prc_k") if k in cfg.eval}
+    rows = []
+    for row in cfg.rows:
+        r = to_dict(row)
+        check_row(r)
+        deps = {"model": train_job(cfg, row.model, feats)}
+        if r.get("classifier"):
+            deps["classifier"] = classifier_job(cfg, r["classifier"], feats)
+        gen_cfg = _pick(cfg, "data", "sample", "seed")
+        gen_cfg.update(row=r, diffusion={"prior": cfg.diffusion.prior}, eval={"n_images": cfg.eval.n_images})
+        gen = Job("generate", f"generate/{row.name}", gen_cfg, deps)
+        eval_deps = {"samples": gen, **({"features": feats} if feats else {})}
+        rows.append(RowPlan(row.name, Job("evaluate", f"evaluate/{row.name}", {**eval_cfg, "row": r}, eval_deps)))
+    return rows
 
 
 def plan(cfg: DictConfig) -> list[RowPlan]:
+    if cfg.table.evaluation == "generation":
+        return generation_plan(cfg)
     feats = features_job(cfg)
-    rows = []
+    rows, samples = [], {}
     for row in cfg.rows:
-        deps = {"model": train_job(cfg, row.model)} if "model" in row else {}
-        sample_cfg = _pick(cfg, "data", "task", "sample", "seed")
-        sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
-                          eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")})
-        sample = Job("sample", f"sample/{row.name}", sample_cfg, deps)
+        if "samples_of" in row:   # this row scores another row's samples differently (no sampling of its own)
+            if row.samples_of not in samples:
+                raise UserError(f"row {row.name!r}: samples_of {row.samples_of!r} must name an earlier row")
+            sample = samples[row.samples_of]
+        else:
+            deps = {"model": train_job(cfg, row.model, feats)} if "model" in row else {}
+            sample_cfg = _pick(cfg, "data", "task", "sample", "seed")
+            sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
+                              eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")
+                                    if k in cfg.eval})
+            sample = Job("sample", f"sample/{row.name}", sample_cfg, deps)
+        samples[row.name] = sample
         eval_cfg = _pick(cfg, "features", "weights")
         eval_cfg.update(row=to_dict(row), table={k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")},
-                        eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size")})
+                        eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size") if k in cfg.eval})
         eval_deps = {"samples": sample, **({"features": feats} if feats else {})}
         rows.append(RowPlan(row.name, Job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
     return rows

@@ -1,4 +1,4 @@
-"""python -m repro.table N [--profile tiny|smoke|paper] [--cluster local|debug] [key=value ...]
+"""python -m repro.table N [--profile tiny|smoke|paper] [--cluster local|debug|slurm] [key=value ...]
 
 Composes benchmarks/tableN.yaml with hydra, checks it, expands it into jobs, runs what
 the job store does not hold yet, and renders tables/tableN.{md,tex,csv,json}.
@@ -7,6 +7,7 @@ Bad input exits 2 with one line, before any job starts.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before a job starts."""
     from repro.cluster import check_cluster
     from repro.jobs.datasets import check_data
+    from repro.tasks import check_task
 
     check_cluster(cfg.cluster)
     if "mask_counts" in cfg.eval:
@@ -41,7 +43,8 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg.eval and cfg.eval[key] < 1:
             raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
     check_data(cfg.data)
-    if cfg.features.kind == "pretrained":
+    check_task(cfg)
+    if cfg.features.kind == "pretrained" and cfg.table.evaluation == "lpips_restoration":
         w = Path(str(cfg.weights.lpips_alexnet)).expanduser()
         if not w.is_file():
             raise UserError(f"LPIPS AlexNet weights {w} not found: put torchvision's alexnet-owt-7be5be79.pth "
@@ -50,12 +53,15 @@ def validate(cfg: DictConfig) -> None:
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
               store: Path, out_dir: Path) -> dict[str, Path]:
-    from repro.cluster import dispatch
+    from repro.cluster import available_clusters, dispatch
     from repro.jobs.store import JobStore
     from repro.plan import plan
     from repro.report.provenance import make_provenance
+    from repro.report.paper import table_spec
     from repro.report.render import render_table
 
+    if cluster not in available_clusters():
+        raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
     cfg = compose(table, profile, cluster, overrides)
     validate(cfg)
     rows = plan(cfg)
@@ -74,11 +80,15 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
                        "n_samples": results[r.name]["n_images"]} for r in rows})
     notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
              f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
-             f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}"]
-    paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes)
+             f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
+    paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
+                         cited_rows=table_spec(cfg.table.key).cited_rows)
     paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
     if cfg.table.evaluation == "lpips_restoration":
         paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
+    grids = copy_sample_grids(cfg.table.key, rows, js, out_dir)
+    if grids:
+        paths["grids"] = grids[0].parent
     curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, out_dir)
     if curves:
         paths["curves"] = curves
@@ -95,6 +105,19 @@ def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
         files = sample_dir.result()["files"]
         samples[r.name] = {int(m): sample_dir / f for m, f in files.items()}
     return plot_restorations(samples, Path(out_dir) / "figures" / f"{key}_restorations")[0]
+
+
+def copy_sample_grids(key: str, rows: list, store, out_dir: Path) -> list[Path]:
+    """tables/figures/<key>_<row>_samples.png: the sample grid a row's sample job drew (if any)."""
+    from repro.io import atomic_write_bytes
+
+    written = []
+    for r in rows:
+        grid = store.dir(r.job.deps["samples"]) / "grid.png"
+        if grid.is_file():
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", r.name).strip("_")
+            written.append(atomic_write_bytes(Path(out_dir) / "figures" / f"{key}_{slug}_samples.png", grid.read_bytes()))
+    return written
 
 
 def write_dvc_metrics(key: str, ours: pd.DataFrame, out_dir: Path) -> Path:
@@ -136,7 +159,8 @@ def write_loss_curves(key: str, jobs: list, store, out_dir: Path) -> Path | None
 @click.argument("table")
 @click.argument("overrides", nargs=-1)
 @click.option("--profile", default="smoke", show_default=True, help="tiny | smoke | paper")
-@click.option("--cluster", default="local", show_default=True, help="local | debug")
+@click.option("--cluster", default="local", show_default=True,
+              help="local (this process) | debug (submitit in-process) | slurm (sbatch; benchmarks/cluster/slurm.yaml)")
 @click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True,
               help="job store folder")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True,

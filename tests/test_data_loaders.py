@@ -115,7 +115,7 @@ def test_imagenet_errors_name_the_path(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(UserError, match=str(missing)) as e:
         ImageNetFolder(missing)
-    assert "data.imagenet.root" in str(e.value)
+    assert "data.root" in str(e.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no class folders"):
         ImageNetFolder(tmp_path / "empty")
@@ -179,7 +179,7 @@ def test_cityscapes_pairs_and_train_ids(tmp_path):
 def test_cityscapes_errors_name_the_path(tmp_path):
     with pytest.raises(UserError, match="leftImg8bit") as e:
         Cityscapes(tmp_path / "none", split="train")
-    assert str(tmp_path / "none") in str(e.value) and "data.cityscapes.root" in str(e.value)
+    assert str(tmp_path / "none") in str(e.value) and "data.root" in str(e.value)
     root, _ = _cityscapes_tree(tmp_path / "cs", split="train")
     with pytest.raises(UserError, match="gtFine"):
         Cityscapes(root, split="val")  # that split does not exist
@@ -218,7 +218,7 @@ def test_night2day_pairs(tmp_path):
 def test_night2day_missing_folder(tmp_path):
     with pytest.raises(UserError, match=str(tmp_path / "n2d" / "val")) as e:
         Night2Day(tmp_path / "n2d", split="val")
-    assert "data.night2day.root" in str(e.value)
+    assert "data.root" in str(e.value)
     (tmp_path / "n2d" / "val").mkdir(parents=True)
     with pytest.raises(UserError, match="no images"):
         Night2Day(tmp_path / "n2d", split="val")

@@ -30,7 +30,8 @@ def test_writes_every_output_with_provenance_and_claims(table1):
     for name in ("Clean-Masked", "SDEdit-", "MT-Diffusion"):
         for col in ("Mask-5", "Mask-10", "Mask-15", "Mask-20"):
             cell = rows[name]["cells"][col]
-            assert cell["ours"] is not None and 0.0 <= cell["ours"] < 2.0
+            # lpips=False sums, over 5 stages, squared distances of unit vectors: at most 5 * 4
+            assert cell["ours"] is not None and 0.0 <= cell["ours"] <= 20.0
             assert cell["paper"] is not None
     assert doc["provenance"]["profile"] == "tiny"
     assert doc["provenance"]["git_commit"]

@@ -74,6 +74,9 @@ def training_losses(
     lam: float = 0.1,
     generator: torch.Generator | None = None,
     targets: Mapping[str, Tensor] | None = None,
+    *,
+    steps: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One iteration of Algorithm 2 up to the gradient step; returns eq. 6's total and parts.
 
@@ -81,12 +84,16 @@ def training_losses(
     Heads are trained to predict ``targets`` (default: the modality data ``x``) for the
     modalities listed in ``kinds``. ``model(z_t, t_model, e)`` returns ``(eps, preds)``
     (a third output, a learned variance, is not trained here: the paper fixes it).
-    Randomness (steps and noise) comes from ``generator`` only.
+    Randomness (steps and noise) comes from ``generator`` only, through
+    ``draw_steps_and_noise``, unless ``steps`` and ``noise`` are given: data-parallel
+    training draws them for the global batch and hands each rank its slice.
     """
     device = z0.device
-    k = torch.randint(0, process.num_steps, (len(z0),), generator=generator, device=_gen_device(generator, device))
-    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=_gen_device(generator, device))
-    k, noise = k.to(device), noise.to(device)
+    if (steps is None) != (noise is None):
+        raise ValueError("training_losses: give both steps and noise, or neither")
+    if steps is None:
+        steps, noise = draw_steps_and_noise(process, z0.shape, generator, z0.dtype)
+    k, noise = steps.to(device), noise.to(device)
     # The encoders carry no trainable parameters (stop-gradient, Sec. 2.2.3).
     with torch.no_grad():
         e = [encode(x[name]) for name, encode in encoders.items()]
@@ -94,6 +101,16 @@ def training_losses(
     eps_pred, preds, *_ = model(z_t, process.timesteps.to(device)[k], e)
     parts_targets = x if targets is None else targets
     return MultiTaskLoss(lam)(eps_pred, noise, preds, parts_targets, kinds)
+
+
+def draw_steps_and_noise(process: MTProcess, shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
+                         dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """The randomness of one iteration of Algorithm 2, in this order: k ~ U{0..N-1} per
+    sample, then eps ~ N(0, I) of ``shape``; both on the generator's device."""
+    device = _gen_device(generator, torch.device("cpu"))
+    k = torch.randint(0, process.num_steps, (shape[0],), generator=generator, device=device)
+    noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return k, noise
 
 
 def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:

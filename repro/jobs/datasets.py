@@ -61,4 +61,10 @@ def check_data(data: Mapping[str, Any]) -> None:
                 raise UserError(f"dataset directory {p} not found: set data.{key}=/path/to/imagenet/"
                                 f"{'train' if key == 'root' else 'val'} (a folder of class folders)")
         return
-    raise UserError(f"unknown dataset {data['name']!r}: choose embedded or imagenet")
+    if data["name"] in ("cityscapes", "night2day"):   # paired datasets of Table 4 / night2day (repro.tasks.translation)
+        p = Path(str(data["root"])).expanduser()
+        if not p.is_dir():
+            layout = "leftImg8bit/ and gtFine/" if data["name"] == "cityscapes" else "train/ and test/ folders of A|B images"
+            raise UserError(f"dataset directory {p} not found: set data.root=/path/to/{data['name']} (holding {layout})")
+        return
+    raise UserError(f"unknown dataset {data['name']!r}: choose embedded, imagenet, cityscapes or night2day")

@@ -49,8 +49,125 @@ def lpips_restoration(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     return {"values": values, "sem": sems, "n_images": n, "feature_extractor": extractor}
 
 
+def _samples(deps: dict[str, JobDir], name: str) -> tuple[dict[str, Any], Any]:
+    res = deps["samples"].result()
+    return res, np.load(deps["samples"] / res["files"][name])
+
+
+def segmentation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+    """Table 4: per-pixel / per-class accuracy and class IoU of the generated label maps,
+    all three from one confusion matrix over the test set (ignore label excluded)."""
+    from repro.metrics.segmentation import confusion_matrix, segmentation_scores
+
+    res, arr = _samples(deps, "translations")
+    matrix = confusion_matrix(arr["ids_pred"], arr["ids_true"], res["num_classes"])
+    scores = segmentation_scores(matrix)
+    print(f"{cfg['row']['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return {"values": {c: scores[c] for c in cfg["table"]["columns"]}, "n_images": int(len(arr["ids_true"])),
+            "feature_extractor": "none (generated label images read as classes by nearest palette colour)",
+            "confusion_matrix": matrix.tolist()}
+
+
+def generation_extractor(cfg: dict, deps: dict[str, JobDir]):
+    """The profile's IS/FID network and its caption name: the embedded FeatureNet or Inception-v3."""
+    from repro.metrics import featurenet_extractor, inception_extractor
+
+    kind = cfg["features"]["kind"]
+    if kind == "embedded":
+        return (featurenet_extractor(deps["features"] / "feature_net.pt", cuda=False),
+                "FeatureNet trained here on the embedded data (not Inception)")
+    if kind == "pretrained":
+        return inception_extractor(Path(cfg["weights"]["inception"]).expanduser()), "Inception-v3 (torch-fidelity)"
+    raise UserError(f"unknown features.kind {kind!r}: choose embedded or pretrained")
+
+
+def translation_fidelity(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+    """night2day (Appendix E.1): FID and IS of the generated day images; FID against the test
+    set's real day images. The ground-truth row is that reference itself: IS only."""
+    from repro.metrics import compute_generation_metrics
+
+    res, arr = _samples(deps, "translations")
+    extractor, name = generation_extractor(cfg, deps)
+    n = len(arr["generated"])
+    m = compute_generation_metrics(arr["generated"], arr["truth"], extractor, batch_size=cfg["eval"]["batch_size"],
+                                   isc_splits=min(10, n))
+    if res["method"] == "ground_truth":
+        m["FID"] = float("nan")   # FID of the reference against itself is 0 by construction
+    print(f"{cfg['row']['name']}: FID {m['FID']:.3f}, IS {m['IS']:.3f} (n={n})")
+    return {"values": {c: m[c] for c in cfg["table"]["columns"]}, "n_images": n, "feature_extractor": name,
+            "all_metrics": m}
+
+
+def representation_agreement(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+    """Appendix E.4 with a number: mean cosine similarity between each jointly generated
+    representation and the representation of its jointly generated image (`pairing: joint`),
+    or of another sample's image (`pairing: random`), the chance level."""
+    from repro.tasks.representation import load_embedder
+
+    res, arr = _samples(deps, "joint")
+    embed, name = load_embedder(cfg, deps)
+    images, reps = to_model_space(arr["images"]), torch.from_numpy(arr["representations"]).float()
+    with torch.no_grad():
+        target = torch.cat([embed(images[i:i + cfg["eval"]["batch_size"]])
+                            for i in range(0, len(images), cfg["eval"]["batch_size"])])
+    pairing = cfg["row"].get("pairing", "joint")
+    if pairing == "random":
+        # Samples are independent draws, so pairing each one with the next sample's image
+        # is a random pairing that never matches a sample with itself.
+        target = target.roll(1, dims=0)
+    elif pairing != "joint":
+        raise UserError(f"unknown pairing {pairing!r}: choose joint or random")
+    cos = torch.nn.functional.cosine_similarity(reps, target, dim=1)
+    column = cfg["table"]["columns"][0]
+    print(f"{cfg['row']['name']}: cosine {cos.mean():.4f} +- {cos.std() / np.sqrt(len(cos)):.4f} (n={len(cos)})")
+    return {"values": {column: float(cos.mean())}, "sem": {column: float(cos.std() / np.sqrt(len(cos)))},
+            "n_images": int(len(cos)), "feature_extractor": name}
+
+
+def generation_reference(cfg: dict) -> tuple[np.ndarray | Path, str]:
+    """The real side of Tables 2-3: an ADM reference batch (.npz, `eval.reference_batch`) when
+    configured, else the first `eval.reference.n` images of the `eval.reference.split` split."""
+    from repro.data.pixels import to_uint8
+    from repro.jobs.datasets import load_images
+
+    batch = cfg["eval"].get("reference_batch")
+    if batch:
+        return Path(batch).expanduser(), f"ADM reference batch {Path(batch).name}"
+    ref = cfg["eval"]["reference"]
+    images = load_images(cfg["data"], ref["split"])
+    n = min(ref["n"], len(images))
+    return to_uint8(images.images(np.arange(n))), f"{n} {ref['split']} images of {cfg['data']['name']}"
+
+
+def generation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+    """Tables 2-3: IS, FID, sFID, Precision and Recall (k = 3) of a row's saved samples.
+
+    One feature pass over the samples (repro.metrics.fidelity); the reference statistics are
+    cached by content hash under the store's `_cache/fidelity/`, so re-evaluating reads only
+    the saved samples and the cache.
+    """
+    from repro.metrics import compute_generation_metrics
+
+    res = deps["samples"].result()
+    samples = np.load(deps["samples"] / res["file"])["images"]
+    extractor, name = generation_extractor(cfg, deps)
+    reference, ref_name = generation_reference(cfg)
+    cache = deps["samples"].path.parent / "_cache" / "fidelity"
+    n = len(samples)
+    m = compute_generation_metrics(samples, reference, extractor, cache, batch_size=cfg["eval"]["batch_size"],
+                                   isc_splits=min(cfg["eval"].get("isc_splits", 10), n),
+                                   prc_neighborhood=cfg["eval"].get("prc_k", 3))
+    print(f"{cfg['row']['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) + f" (n={n}, vs {ref_name})")
+    return {"values": {c: m[c] for c in cfg["table"]["columns"]}, "n_images": n, "feature_extractor": name,
+            "reference": ref_name}
+
+
 EVALUATORS: dict[str, Callable[[dict, dict[str, JobDir]], dict[str, Any]]] = {
     "lpips_restoration": lpips_restoration,
+    "generation": generation,
+    "segmentation": segmentation,
+    "translation_fidelity": translation_fidelity,
+    "representation_agreement": representation_agreement,
 }
 
 

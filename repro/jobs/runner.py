@@ -1,12 +1,19 @@
 """Run one job body inside its folder: status, log, provenance, atomic result.
 
 Cluster-agnostic: the same `run_job` executes in this process (`--cluster local`),
-inside submitit's debug executor, or on a SLURM node.
+inside submitit's debug executor, or on a SLURM node, as one rank or several (only
+rank 0 keeps the books: status, log.txt, result; rank r logs to log.rank<r>.txt).
+
+Stopping: whoever owns the process's signals (repro/cluster.py on SLURM) calls
+`request_stop(signum)`; long job bodies poll `stop_requested()` at points where their
+state is consistent, save it, and raise `Preempted`. The job then ends as "preempted"
+(not failed) and resumes from that state when it runs again.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -23,11 +30,57 @@ BODIES = {
     "train": "repro.jobs.train",
     "sample": "repro.jobs.sample",
     "evaluate": "repro.jobs.evaluate",
+    "generate": "repro.jobs.generate",       # Tables 2-3: samples from scratch / restorations
+    "classifier": "repro.jobs.classifier",   # ADM noisy classifier: guidance, Figure 6
+    "released": "repro.jobs.released",       # a released guided-diffusion checkpoint (paper ADM*)
 }
+
+
+class Preempted(Exception):
+    """A job body stopped at a consistent point after saving its state, because it was asked to."""
+
+    def __init__(self, signum: int | None, step: int | None = None):
+        self.signum, self.step = signum, step
+        super().__init__(f"stopped by {_signal_name(signum)} after step {step}, state saved")
+
+
+_stop_signal: int | None = None
+
+
+def request_stop(signum: int, frame: Any = None) -> None:
+    """Ask the running job body to save its state and stop (usable as a signal handler)."""
+    global _stop_signal
+    _stop_signal = signum
+
+
+def stop_requested() -> int | None:
+    """The signal that asked this process to stop, or None."""
+    return _stop_signal
+
+
+def clear_stop() -> None:
+    global _stop_signal
+    _stop_signal = None
+
+
+def _signal_name(signum: int | None) -> str:
+    import signal
+
+    if signum is None:
+        return "another rank"
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def body(kind: str) -> Callable[[dict, JobDir, dict[str, JobDir]], dict[str, Any]]:
     return importlib.import_module(BODIES[kind]).run
+
+
+def stoppable(kind: str) -> bool:
+    """Whether the body polls `stop_requested()` (its module says `STOPPABLE = True`)."""
+    return bool(getattr(importlib.import_module(BODIES[kind]), "STOPPABLE", False))
 
 
 class _Tee:
@@ -65,22 +118,32 @@ def _logging_to(path: Path):
 
 def run_job(job: Job, store_root: str | Path) -> dict[str, Any]:
     """Execute `job` unless its result exists; return its result."""
+    from repro.jobs.distributed import world_from_environment
     from repro.report.provenance import git_commit
 
     store = JobStore(store_root)
-    out = store.prepare(job)
+    world = world_from_environment()
+    out = store.prepare(job) if world.is_main else store.dir(job)
     if out.done:
         return out.result()
     deps = {role: store.dir(dep) for role, dep in job.deps.items()}
     missing = [role for role, d in deps.items() if not d.done]
     if missing:
         raise RuntimeError(f"job {job.name} ({job.key}) started before its dependencies {missing} finished")
+    if not world.is_main:   # another rank of a data-parallel job: compute, keep no books
+        out.path.mkdir(parents=True, exist_ok=True)
+        with _logging_to(out / f"log.rank{world.rank}.txt"):
+            return body(job.kind)(dict(job.config), out, deps)
     started = time.time()
-    out.set_status("running", started=started, name=job.name)
+    out.set_status("running", started=started, name=job.name, **_slurm_info())
     with _logging_to(out / "log.txt"):
         print(f"== {job.name} [{job.key}] ==", flush=True)
         try:
             result = body(job.kind)(dict(job.config), out, deps)
+        except Preempted as stop:
+            print(f"{job.name}: {stop}", flush=True)
+            out.set_status("preempted", step=stop.step, wall_time_s=time.time() - started)
+            raise
         except BaseException as err:
             traceback.print_exc()
             out.set_status("failed", error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started)
@@ -91,3 +154,13 @@ def run_job(job: Job, store_root: str | Path) -> dict[str, Any]:
     atomic_write_json(out / "result.json", result)
     out.set_status("done", wall_time_s=round(wall, 2))
     return result
+
+
+def _slurm_info() -> dict[str, Any]:
+    """The SLURM job this process runs in (id as submitit names it, restarts so far), if any."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return {}
+    import submitit
+
+    return {"slurm_job_id": submitit.JobEnvironment().job_id,
+            "restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0))}

@@ -156,8 +156,8 @@ def train_feature_net(
 ) -> tuple[FeatureNet, dict]:
     """Train a FeatureNet classifier with Adam + cosine learning-rate decay; deterministic on CPU.
 
-    Same seed, data and thread count -> bit-identical weights: initialisation draws from
-    `torch.manual_seed(seed)` and mini-batches from a separate seeded generator.
+    Same seed, data and thread count -> bit-identical weights: initialisation draws from a
+    forked global RNG seeded with `seed`, mini-batches from a separate seeded generator.
     Returns (network in eval mode, stats with the final train accuracy and wall time).
     """
     _check_images(images, labels)
@@ -171,8 +171,9 @@ def train_feature_net(
         config = dataclasses.replace(config, num_classes=num_classes)
 
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    net = FeatureNet(config)
+    with torch.random.fork_rng(devices=[]):  # seed the init without clobbering the caller's RNG
+        torch.manual_seed(seed)
+        net = FeatureNet(config)
     x_all = _to_model_space(images)
     y_all = torch.from_numpy(labels)
     opt = torch.optim.Adam(net.parameters(), lr=lr)

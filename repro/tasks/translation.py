@@ -280,12 +280,17 @@ class TranslationTask:
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
-    """Fail before any job starts: unknown space, missing autoencoder weights."""
+    """Fail before any job starts: unknown pairs or space, missing autoencoder or Inception weights."""
     t = cfg["task"]
     if t.get("space", "pixel") not in SPACES:
         raise UserError(f"task.space {t.get('space')!r} is unknown: choose one of {', '.join(SPACES)}")
     if (t["source"], t["target"]) not in PAIRS.get(cfg["data"]["name"], set()):
         load_pairs(cfg["data"], "train", t["source"], t["target"])  # raises the UserError
+    if cfg["table"]["evaluation"] == "translation_fidelity" and cfg["features"]["kind"] == "pretrained":
+        w = Path(str(cfg["weights"]["inception"])).expanduser()
+        if not w.is_file():
+            raise UserError(f"Inception weights {w} not found: put torch-fidelity's pt_inception-2015-12-05-6726825d.pth "
+                            f"there or set weights.inception=/path/to/it")
     if t.get("space") == "kl-f8":
         path = Path(str(t.get("autoencoder") or "")).expanduser()
         if not str(t.get("autoencoder") or "") or not path.exists():
