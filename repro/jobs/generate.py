@@ -50,11 +50,13 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         images = restore_for_generation(task, model, process, originals, masks, composite=row.get("composite", True),
                                         **common)
         classes = torch.as_tensor(test.labels[:n])
+        extra["masks"] = masks[:, 0].to(torch.uint8).numpy()
     else:
         images, classes = generate(task, variant, model, process, n=n, resolution=res,
                                    condition=row.get("condition", "none"), sampler=row.get("sampler", "ancestral"),
                                    **common)
-    atomic_save_npz(out / FILE, images=to_uint8(images), labels=classes.numpy().astype(np.int64))
+    arrays = {"mask": extra.pop("masks")} if "masks" in extra else {}
+    atomic_save_npz(out / FILE, images=to_uint8(images), labels=classes.numpy().astype(np.int64), **arrays)
     save_grid(out / "grid.png", images[:64])
     return {"file": FILE, "n_images": len(images), "sampling_steps": process.num_steps, **extra}
 

@@ -126,7 +126,8 @@ def generate(task, variant: str, model: nn.Module, process: MTProcess, *, n: int
         if hasattr(inner, "network_inputs"):
             net = functools.partial(model, **inner.network_inputs(variant, y))
         mods = modalities_for(task, variant, condition, m, shape, n_classes, g)
-        guidance = classifier_guidance(classifier, y) if classifier is not None and guidance_scale else None
+        # With a classifier, guidance always goes through the sampler (scale 0 must change no bit).
+        guidance = classifier_guidance(classifier, y) if classifier is not None else None
         z, x = SAMPLERS[sampler](net, process, shape, mods, prior=prior, generator=g, clip_denoised=clip_denoised,
                                  guidance=guidance, guidance_scale=guidance_scale, progress=progress)
         images.append(z.clamp(-1, 1))
@@ -159,7 +160,7 @@ def restore_for_generation(task, model: nn.Module, process: MTProcess, originals
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         masked = apply_mask(x0, mask)
         guidance = None
-        if classifier is not None and guidance_scale:
+        if classifier is not None:
             if not num_classes:
                 raise UserError("classifier guidance needs the number of classes")
             guidance = classifier_guidance(classifier, torch.randint(num_classes, (len(x0),), generator=g))

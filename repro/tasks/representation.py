@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from repro.data.pixels import to_uint8

@@ -1,0 +1,68 @@
+"""night2day (Appendix E.1) end to end at the tiny profile: FID / IS of translated day images."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from repro.table import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def night2day(tmp_path_factory):
+    root = tmp_path_factory.mktemp("n2d")
+    args = ["night2day", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
+            f"data.root={root / 'data'}"]
+    assert cli(args) == 0
+    return root
+
+
+def _jobs(root, kind):
+    for d in (root / "jobs").iterdir():
+        job = json.loads((d / "job.json").read_text())
+        if job["kind"] == kind:
+            yield job, d
+
+
+def test_rows_and_claims(night2day):
+    doc = json.loads((night2day / "tables" / "night2day.json").read_text())
+    rows = {r["row"]: r["cells"] for r in doc["rows"]}
+    assert set(rows) == {"MT-Diffusion", "Single-task diffusion", "Ground truth"}
+    for name in ("MT-Diffusion", "Single-task diffusion"):
+        assert math.isfinite(rows[name]["FID"]["ours"]) and rows[name]["FID"]["ours"] >= 0
+    assert rows["Ground truth"]["FID"]["ours"] is None       # the FID reference itself
+    for cells in rows.values():
+        assert cells["IS"]["ours"] >= 1.0 - 1e-6             # IS is at least 1 by definition
+    assert [c["status"] in ("held", "not held") for c in doc["claims"]] == [True, True]
+    assert doc["provenance"]["feature_extractor"].startswith("FeatureNet")
+
+
+def test_samples_are_day_images_of_the_test_night_scenes(night2day):
+    """Every row translates the same test nights; the ground-truth row's samples are the real days."""
+    sources, truths = [], {}
+    for job, d in _jobs(night2day, "sample"):
+        arr = np.load(d / "translations.npz")
+        sources.append(arr["source"])
+        truths[job["config"]["row"]["method"]] = arr
+        assert arr["generated"].shape == arr["truth"].shape == arr["source"].shape
+    for s in sources[1:]:
+        np.testing.assert_array_equal(s, sources[0])
+    gt = truths["ground_truth"]
+    np.testing.assert_array_equal(gt["generated"], gt["truth"])
+    # night is darker than day in the embedded renderings: source and target are not swapped
+    assert gt["source"].mean() < gt["truth"].mean()
+
+
+def test_paper_profile_names_missing_weights(tmp_path, capsys):
+    (tmp_path / "night2day" / "train").mkdir(parents=True)
+    base = ["night2day", "--profile", "paper", "--store", str(tmp_path / "jobs"), f"data.root={tmp_path / 'night2day'}"]
+    assert cli(base + [f"weights.inception={tmp_path / 'inception.pth'}"]) == 2
+    assert "inception.pth" in capsys.readouterr().err
+    (tmp_path / "inception.pth").write_bytes(b"")
+    assert cli(base + [f"weights.inception={tmp_path / 'inception.pth'}", f"task.autoencoder={tmp_path / 'vae.ckpt'}"]) == 2
+    assert "vae.ckpt" in capsys.readouterr().err
+    assert not (tmp_path / "jobs").exists()

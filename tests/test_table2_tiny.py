@@ -1,0 +1,120 @@
+"""Table 2 and Figure 6 end to end at the tiny profile; re-evaluation from saved samples."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from repro.config import compose
+from repro.figure import cli as figure_cli
+from repro.jobs.store import JobStore
+from repro.plan import plan
+from repro.table import cli
+
+pytestmark = pytest.mark.slow
+ROWS = ("ADM (un-cond)", "ADM (class cond)", "MT-Diffusion-U", "MT-Diffusion-X", "MT-Diffusion-M",
+        "MT-Diffusion-M*", "MT-Diffusion-E", "MT-Diffusion-E*")
+COLUMNS = ("IS", "FID", "sFID", "Precision", "Recall")
+
+
+@pytest.fixture(scope="module")
+def table2(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("t2")
+    args = ["2", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
+            f"data.root={root / 'data'}"]
+    assert cli(args) == 0
+    yield root, args
+    torch.set_num_threads(threads)
+
+
+def test_every_row_and_metric_with_provenance_and_claims(table2):
+    root, _ = table2
+    doc = json.loads((root / "tables" / "table2.json").read_text())
+    rows = {r["row"]: r for r in doc["rows"]}
+    assert set(rows) == set(ROWS)
+    for name in ROWS:
+        cells = rows[name]["cells"]
+        assert cells["IS"]["ours"] >= 1.0 - 1e-6 and cells["FID"]["ours"] >= 0 and cells["sFID"]["ours"] >= 0
+        assert all(0 <= cells[c]["ours"] <= 1 for c in ("Precision", "Recall"))
+        assert all(cells[c]["paper"] is not None for c in COLUMNS)
+    assert doc["provenance"]["n_samples"] == 8              # the tiny profile's count, stated in the output
+    assert "FeatureNet" in doc["provenance"]["feature_extractor"]
+    assert len(doc["claims"]) == 3 and all(c["status"] in ("held", "not held") for c in doc["claims"])
+
+
+def test_starred_models_continue_from_the_multitask_ones():
+    cfg = compose("2", "tiny")
+    jobs = {r.name: r.job for r in plan(cfg)}
+    star = jobs["MT-Diffusion-M*"].deps["samples"].deps["model"]
+    assert star.config["model"]["single_task"]
+    dropout = star.deps["init"]
+    assert dropout.config["model"]["label_dropout"] == 0.5
+    assert dropout.deps["init"] == jobs["MT-Diffusion-M"].deps["samples"].deps["model"]
+    # Table 1's models are the same jobs as Table 2's ADM (un-cond) and MT-Diffusion-X at this profile.
+    t1 = {r.name: r.job.deps["samples"].deps["model"] for r in plan(compose("1", "tiny"))
+          if "model" in r.job.deps["samples"].deps}
+    assert t1["SDEdit-"] == jobs["ADM (un-cond)"].deps["samples"].deps["model"]
+    assert t1["MT-Diffusion"] == jobs["MT-Diffusion-X"].deps["samples"].deps["model"]
+
+
+def test_joint_rows_generate_labels(table2):
+    root, _ = table2
+    cfg = compose("2", "tiny", overrides=[f"data.root={root / 'data'}"])
+    store = JobStore(root / "jobs")
+    for r in plan(cfg):
+        gen = store.dir(r.job.deps["samples"])
+        arr = np.load(gen / gen.result()["file"])
+        assert arr["images"].dtype == np.uint8 and arr["images"].shape == (8, 16, 16, 3)
+        if r.name in ("ADM (class cond)", "MT-Diffusion-M", "MT-Diffusion-E"):
+            assert ((arr["labels"] >= 0) & (arr["labels"] < 10)).all()
+
+
+def test_reevaluation_from_saved_samples_is_identical(table2, monkeypatch, capsys):
+    """Deleting the evaluate jobs re-scores the saved samples: no sampling, one feature pass per
+    row (the samples'), the reference statistics from the cache; identical numbers."""
+    import repro.metrics.fidelity as fidelity
+
+    root, args = table2
+    before = json.loads((root / "tables" / "table2.json").read_text())
+    cfg = compose("2", "tiny", overrides=[f"data.root={root / 'data'}"])
+    store = JobStore(root / "jobs")
+    rows = [r for r in plan(cfg) if r.name in ("ADM (un-cond)", "MT-Diffusion-E")]
+    samples = {r.name: store.dir(r.job.deps["samples"]) / "samples.npz" for r in rows}
+    mtimes = {k: p.stat().st_mtime_ns for k, p in samples.items()}
+    for r in rows:
+        shutil.rmtree(store.dir(r.job).path)
+    passes = []
+    real = fidelity.extract_features
+    monkeypatch.setattr(fidelity, "extract_features", lambda images, *a, **k: passes.append(len(images)) or real(images, *a, **k))
+    capsys.readouterr()
+    assert cli(args) == 0
+    assert f"{len(rows)} run" in capsys.readouterr().out            # only the evaluate jobs ran
+    assert passes == [8] * len(rows)                                 # samples only: the reference came from the cache
+    assert {k: p.stat().st_mtime_ns for k, p in samples.items()} == mtimes
+    after = json.loads((root / "tables" / "table2.json").read_text())
+    for a, b in zip(before["rows"], after["rows"]):
+        for c in COLUMNS:
+            x, y = a["cells"][c]["ours"], b["cells"][c]["ours"]
+            assert x == y or (math.isnan(x) and math.isnan(y)), (a["row"], c)
+
+
+def test_figure6_writes_curves_plot_and_claims(table2):
+    root, _ = table2
+    out = root / "tables"
+    assert figure_cli(["6", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(out),
+                       f"data.root={root / 'data'}"]) == 0
+    for ext in ("png", "pdf", "csv", "json", "md"):
+        assert (out / f"figure6.{ext}").stat().st_size > 0
+    doc = json.loads((out / "figure6.json").read_text())
+    series = {c["series"] for c in doc["curves"]}
+    assert series == {"MT-Diffusion-E classifier", "ADM classifier"}
+    steps = sorted({c["iteration"] for c in doc["curves"]})
+    assert steps == [0, 2, 4]
+    assert all(0 <= c["top1"] <= c["top5"] <= 1 for c in doc["curves"])
+    assert len(doc["claims"]) == 4 and all(c["status"] in ("held", "not held") for c in doc["claims"])
