@@ -17,11 +17,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro.errors import UserError
+from repro.jobs.job import Job
 
 FIGURES = {"6": "2"}   # figure -> the table whose spec holds its block
 
 
-def figure6_jobs(cfg: DictConfig) -> dict[str, "object"]:
+def figure6_jobs(cfg: DictConfig) -> dict[str, Job]:
     """Series label -> classifier job (the finetuning run whose accuracy curve it plots)."""
     from repro.plan import classifier_job, features_job
 
@@ -113,7 +114,7 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
         "provenance": {"profile": cfg.profile, "dataset": f"{cfg.data.name} {cfg.data.resolution}x{cfg.data.resolution}",
                        "n_eval": n_eval, "git_commit": git_commit(), "wall_time_s": round(time.time() - t0, 1)},
         "curves": frame.to_dict(orient="records")})
-    md = [f"## Figure 6: classification accuracy vs finetuning iterations", "", caption, "",
+    md = ["## Figure 6: classification accuracy vs finetuning iterations", "", caption, "",
           frame.to_markdown(index=False, floatfmt=".3f"), "", "### Claims (Figure 6)", ""]
     md += [f"- **{c['status']}**: {c['text']}. {c['detail']}" for c in claims]
     paths["md"] = atomic_write_text(out_dir / f"{key}.md", "\n".join(md) + "\n")

@@ -122,6 +122,11 @@ def generation_plan(cfg: DictConfig) -> list[RowPlan]:
             raise UserError(f"Inception weights {w} not found: torch-fidelity normally downloads {INCEPTION_FILE} "
                             f"into ~/.cache/torch/hub/checkpoints/; copy it there or set weights.inception=/path/to/it")
         eval_cfg["weights"] = {"inception": str(w)}
+    batch = cfg.eval.get("reference_batch")
+    if batch and not Path(str(batch)).expanduser().is_file():
+        raise UserError(f"reference batch {batch} (eval.reference_batch) not found: the ADM evaluation suite's "
+                        f"reference batches (e.g. VIRTUAL_imagenet64_labeled.npz) come with openai/guided-diffusion's "
+                        f"evaluations; set eval.reference_batch=/path/to/it or null to use the training images")
     eval_cfg["table"] = {k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")}
     eval_cfg["eval"] = {k: to_dict(cfg.eval[k]) for k in ("batch_size", "reference", "reference_batch", "isc_splits",
                                                           "prc_k") if k in cfg.eval}

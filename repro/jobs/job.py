@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"   # 2: EMA warm-up
 
 
 def canonical_json(obj: Any) -> str:

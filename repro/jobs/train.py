@@ -60,9 +60,16 @@ def build(cfg: Mapping[str, Any]):
 
 
 @torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> None:
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, rate: float, step: int) -> None:
+    """EMA of the weights with a warm-up, decay = min(rate, (1 + step) / (10 + step)).
+
+    Without the warm-up a short run's EMA is mostly its initialisation (0.999**600 = 0.55),
+    whose zero output convolution predicts eps = 0 and samples come out as noise; at the
+    paper's 1M steps the warm-up makes no difference.
+    """
+    decay = min(rate, (1 + step) / (10 + step))
     for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.mul_(rate).add_(pm.detach(), alpha=1 - rate)
+        pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
@@ -114,7 +121,7 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
         loss.backward()
         average_gradients(model.parameters(), world)
         opt.step()
-        ema_update(ema, model, tr["ema_rate"])
+        ema_update(ema, model, tr["ema_rate"], step)
         # One small all-reduce per step: the global-batch loss (mean of equal slices) and
         # whether any rank was asked to stop, so that all ranks stop after the same step.
         stats = all_sum(torch.stack([loss.detach(), *[v.detach() for v in parts.values()],
