@@ -214,7 +214,7 @@ def submit_slurm(todo: list[Job], cluster: Mapping[str, Any], store_root: Path) 
     folder = store_root / SUBMITIT_DIR
     for (_, kind), group in sorted(waves.items()):
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
-                                         max_num_timeout=int(cluster.get("max_requeues", 3)))
+                                         slurm_max_num_timeout=int(cluster.get("max_requeues", 3)))
         executor.update_parameters(**executor_parameters(cluster, kind))
         after = sorted({ids[d.key] for j in group for d in j.deps.values() if d.key in ids})
         if after:
@@ -342,7 +342,7 @@ class SlurmEntry(submitit.helpers.Checkpointable):
             if stop.signum == usr and callable(submitit_usr_handler) and submitit.JobEnvironment().global_rank == 0:
                 submitit_usr_handler(usr, None)     # submitit: checkpoint(), scontrol requeue, exit
             # SIGTERM: SLURM requeues (preemption, scontrol requeue) or cancels the job itself.
-            # Exiting without an exception leaves no submitit result behind for a job that is not over.
+            # SystemExit is no Exception to submitit: it writes no result for a job that is not over.
             raise SystemExit(1) from None
 
 

@@ -61,7 +61,7 @@ def job_state(job: Job, store: JobStore, queue: Mapping[str, tuple[str, str]] | 
         if q_state not in ALIVE:
             st.state = "lost"
             st.detail = f"SLURM lists it as {q_state}" if q_state else "SLURM no longer lists it"
-            st.detail += " and it left no result"
+            st.detail += (f" ({reason})" if reason and reason != "None" else "") + " and it left no result"
         elif q_state == "RUNNING":
             st.state, st.detail = "running", _progress(status, job)
         elif state == "preempted":
@@ -121,10 +121,10 @@ def report(jobs: list[Job], store: JobStore, queue: Mapping[str, tuple[str, str]
     out = [f"{len(order)} jobs in {store.root.resolve()}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
            + ("" if queue is not None else " (SLURM not reachable: states from the store only)")]
     w = max(len(job.name) for job in order) if order else 10
-    out.append(f"{'job':<{w}}  {'kind':<8}  {'state':<11}  {'slurm id':<10}  {'detail':<24}  log")
+    out.append(f"{'job':<{w}}  {'kind':<8}  {'state':<11}  {'slurm id':<10}  {'detail':<30}  log")
     for job, st in states:
         out.append(f"{job.name:<{w}}  {job.kind:<8}  {st.state:<11}  {st.slurm_id or '-':<10}  "
-                   f"{st.detail[:24]:<24}  {st.log}")
+                   f"{st.detail[:30]:<30}  {st.log}")
     submitit_dir = store.root.resolve() / "_submitit"
     if any(st.slurm_id for _, st in states):
         out.append(f"submitit stdout/stderr of SLURM job <id>: {submitit_dir}/<id>_0_log.out, .err")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,8 +95,8 @@ class Recorder:
     calls: list = []
     ids = itertools.count(100)
 
-    def __init__(self, folder, cluster, max_num_timeout):
-        assert cluster == "slurm" and Path(folder).is_absolute() and max_num_timeout == 10
+    def __init__(self, folder, cluster, slurm_max_num_timeout):
+        assert cluster == "slurm" and Path(folder).is_absolute() and slurm_max_num_timeout == 10
         self.folder, self.params, self.pending = Path(folder), {}, None
 
     def update_parameters(self, **params):

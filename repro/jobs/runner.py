@@ -58,11 +58,6 @@ def stop_requested() -> int | None:
     return _stop_signal
 
 
-def clear_stop() -> None:
-    global _stop_signal
-    _stop_signal = None
-
-
 def _signal_name(signum: int | None) -> str:
     import signal
 

@@ -21,7 +21,6 @@ import functools
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -160,7 +159,8 @@ def _slice(value: Any, shard: slice, device: torch.device) -> Any:
 def save_checkpoint(out: JobDir, model, ema, opt, step: int, curve: list) -> None:
     """The whole training state after `step` steps, written atomically (a kill mid-write leaves
     the previous checkpoint). Batches, masks, steps, noise and dropout of step s are functions
-    of (seed, s), so `step` is also the RNG state and the position in the data order."""
+    of (seed, s), so `step` fixes the data order and the RNG streams from here on; the global
+    RNG state is kept as well, for any draw outside that scheme."""
     atomic_save_torch(out / CHECKPOINT, {"model": model.state_dict(), "ema": ema.state_dict(),
                                          "opt": opt.state_dict(), "step": step, "curve": curve,
                                          "rng": torch.get_rng_state()})
