@@ -177,6 +177,8 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
 
 
 def cli(argv: list[str] | None = None) -> int:
+    from repro.cluster import JobFailed
+
     try:
         main.main(args=argv, prog_name="python -m repro.table", standalone_mode=False)
     except UserError as err:
@@ -187,6 +189,9 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     except click.Abort:
         return 130
+    except JobFailed as err:   # already logged in the job's folder; say where, in one line
+        print(f"failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -90,6 +90,9 @@ class MaskedImageTask:
         originals = test.images(np.arange(n))
         files = {}
         for m in ev["mask_counts"]:
+            files[str(m)] = f"restored_m{m}.npz"
+            if (out / files[str(m)]).exists():   # finished before a preemption: keep it
+                continue
             masks = self.masks(n, int(m), torch.Generator().manual_seed(cfg["seed"] * 1000 + int(m)))
             masked = apply_mask(originals, masks)
             g = torch.Generator().manual_seed(cfg["seed"] * 7919 + int(m))
@@ -99,7 +102,6 @@ class MaskedImageTask:
                         model=model, process=process, generator=g, row=row, prior=cfg["diffusion"]["prior"],
                         clip_denoised=smp["clip_denoised"], composite=ev["composite"])
                 for lo in tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True, disable=len(chunks) < 2)])
-            files[str(m)] = f"restored_m{m}.npz"
             atomic_save_npz(out / files[str(m)], original=to_uint8(originals), masked=to_uint8(masked),
                             restored=to_uint8(restored), mask=masks[:, 0].to(torch.uint8).numpy())
             save_triplet_grid(out / f"grid_m{m}.png", originals[:8], masked[:8], restored[:8])
