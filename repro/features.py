@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from repro.cli import run
 from repro.errors import UserError
 
 
@@ -37,8 +38,4 @@ def main(profile: str, store: Path, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main.main(standalone_mode=False)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, "python -m repro.features"))

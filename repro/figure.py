@@ -16,6 +16,7 @@ import click
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from repro.cli import run
 from repro.errors import UserError
 from repro.jobs.job import Job
 
@@ -136,17 +137,7 @@ def main(figure: str, overrides: tuple[str, ...], profile: str, cluster: str, st
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main.main(args=argv, prog_name="python -m repro.figure", standalone_mode=False)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except click.UsageError as err:
-        print(f"error: {err.format_message()} (see --help)", file=sys.stderr)
-        return 2
-    except click.Abort:
-        return 130
-    return 0
+    return run(main, "python -m repro.figure", argv)
 
 
 if __name__ == "__main__":

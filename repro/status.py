@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import click
 
-from repro.errors import UserError
+from repro.cli import run
 from repro.jobs.job import Job, topological
 from repro.jobs.store import JobStore
 
@@ -162,15 +162,7 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main.main(args=argv, prog_name="python -m repro.status", standalone_mode=False)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except click.UsageError as err:
-        print(f"error: {err.format_message()} (see --help)", file=sys.stderr)
-        return 2
-    return 0
+    return run(main, "python -m repro.status", argv)
 
 
 if __name__ == "__main__":

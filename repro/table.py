@@ -16,6 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from repro.config import available_tables, compose
+from repro.cli import run
 from repro.errors import UserError
 
 MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked many times over
@@ -177,22 +178,7 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from repro.cluster import JobFailed
-
-    try:
-        main.main(args=argv, prog_name="python -m repro.table", standalone_mode=False)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except click.UsageError as err:
-        print(f"error: {err.format_message()} (see --help)", file=sys.stderr)
-        return 2
-    except click.Abort:
-        return 130
-    except JobFailed as err:   # already logged in the job's folder; say where, in one line
-        print(f"failed: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run(main, "python -m repro.table", argv)
 
 
 if __name__ == "__main__":

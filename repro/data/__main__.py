@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from repro.cli import run
 from repro.errors import UserError
 
 
@@ -36,8 +37,4 @@ def main(profile: str, verify: bool) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main.main(standalone_mode=False)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, "python -m repro.data"))
