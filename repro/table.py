@@ -55,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
               store: Path, out_dir: Path) -> dict[str, Path]:
     from repro.cluster import available_clusters, dispatch
+    from repro.jobs.job import topological
     from repro.jobs.store import JobStore
     from repro.plan import plan
     from repro.report.provenance import make_provenance
@@ -73,11 +74,16 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     ours = pd.DataFrame({name: res["values"] for name, res in results.items()}).T
     ours = ours.reindex(columns=list(cfg.table.columns))
     extractor = next(iter(results.values()))["feature_extractor"]
+
+    def compute_s(jobs: list) -> float:
+        """Wall time of every job behind `jobs` (training, sampling, evaluation), each once."""
+        return round(sum(js.dir(j).result()["provenance"]["wall_time_s"] for j in topological(jobs)), 1)
+
     provenance = make_provenance(
         profile=cfg.profile, dataset=f"{cfg.data.name} {cfg.data.resolution}x{cfg.data.resolution}",
         n_samples=min(r["n_images"] for r in results.values()), feature_extractor=extractor,
-        wall_time_s=round(sum(r["provenance"]["wall_time_s"] for r in results.values()), 1),
-        rows={r.name: {"config_key": r.job.key, "wall_time_s": results[r.name]["provenance"]["wall_time_s"],
+        wall_time_s=compute_s([r.job for r in rows]),
+        rows={r.name: {"config_key": r.job.key, "wall_time_s": compute_s([r.job]),
                        "n_samples": results[r.name]["n_images"]} for r in rows})
     notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
              f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
