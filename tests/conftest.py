@@ -1,8 +1,36 @@
 """Suite-wide settings: the test models are tiny, so one torch thread is faster than two
 (OpenMP synchronisation dominates) and keeps timings steady on a shared 2-core machine."""
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")   # for subprocesses the tests start
+
+
+SLURM_LOCAL = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local.sh"
+
+
+def _cluster_problem() -> str | None:
+    """Why the local SLURM cluster cannot be used, or None when it is up."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH; start the cluster with: sudo scripts/slurm-local.sh up"
+    status = subprocess.run(["bash", str(SLURM_LOCAL), "status"], capture_output=True, text=True, timeout=60)
+    if status.returncode != 0:
+        last = (status.stdout.strip().splitlines() or ["no output"])[-1]
+        return f"local SLURM cluster is not up ({last}); start it with: sudo scripts/slurm-local.sh up"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    """Skip without the local cluster; fail instead when REPRO_REQUIRE_SLURM=1 (CI)."""
+    problem = _cluster_problem()
+    if problem is not None:
+        if os.environ.get("REPRO_REQUIRE_SLURM") == "1":
+            pytest.fail(f"REPRO_REQUIRE_SLURM=1 but {problem}", pytrace=False)
+        pytest.skip(problem)

@@ -37,24 +37,6 @@ TABLE_DEADLINE_S = 300
 JOB_DEADLINE_S = 120
 
 
-def _cluster_problem() -> str | None:
-    if shutil.which("sbatch") is None:
-        return "sbatch is not on PATH; start the cluster with: sudo scripts/slurm-local.sh up"
-    status = subprocess.run(["bash", str(SLURM_LOCAL), "status"], capture_output=True, text=True, timeout=60)
-    if status.returncode != 0:
-        last = (status.stdout.strip().splitlines() or ["no output"])[-1]
-        return f"local SLURM cluster is not up ({last}); start it with: sudo scripts/slurm-local.sh up"
-    return None
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    problem = _cluster_problem()
-    if problem is not None:
-        if os.environ.get("REPRO_REQUIRE_SLURM") == "1":
-            pytest.fail(f"REPRO_REQUIRE_SLURM=1 but {problem}", pytrace=False)
-        pytest.skip(problem)
-
 
 def _cancel_what_is_left(store: Path) -> None:
     """A failing test must not leave its jobs queued for the next one."""

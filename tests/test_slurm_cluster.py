@@ -47,27 +47,6 @@ def _job_report(x: int) -> dict[str, Any]:
     }
 
 
-def _cluster_problem() -> str | None:
-    """Why the local cluster cannot be used, or None when it is up."""
-    if shutil.which("sbatch") is None:
-        return "sbatch is not on PATH; start the cluster with: sudo scripts/slurm-local.sh up"
-    status = subprocess.run(
-        ["bash", str(SLURM_LOCAL), "status"], capture_output=True, text=True, timeout=60
-    )
-    if status.returncode != 0:
-        last = (status.stdout.strip().splitlines() or ["no output"])[-1]
-        return f"local SLURM cluster is not up ({last}); start it with: sudo scripts/slurm-local.sh up"
-    return None
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    problem = _cluster_problem()
-    if problem is not None:
-        if os.environ.get("REPRO_REQUIRE_SLURM") == "1":
-            pytest.fail(f"REPRO_REQUIRE_SLURM=1 but {problem}", pytrace=False)
-        pytest.skip(problem)
-
 
 @pytest.fixture
 def executor(slurm_cluster: None, tmp_path: Path) -> submitit.AutoExecutor:
