@@ -107,14 +107,12 @@ def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
     return Job("classifier", f"classifier/{name}", config, deps)
 
 
-def generation_plan(cfg: DictConfig) -> list[RowPlan]:
-    """Tables 2-3: per row, model [+ classifier] -> generate -> evaluate (IS/FID/sFID/P/R)."""
+def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the config an evaluate job of Tables 2-3 reads (metrics, reference, extractor)."""
     from pathlib import Path
 
     from repro.metrics import INCEPTION_FILE
-    from repro.tasks.generation import check_row
 
-    feats = features_job(cfg)
     eval_cfg = _pick(cfg, "data", "features")
     if cfg.features.kind == "pretrained":
         w = Path(str(cfg.get("weights", {}).get("inception") or INCEPTION_FILE)).expanduser()
@@ -130,19 +128,64 @@ def generation_plan(cfg: DictConfig) -> list[RowPlan]:
     eval_cfg["table"] = {k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")}
     eval_cfg["eval"] = {k: to_dict(cfg.eval[k]) for k in ("batch_size", "reference", "reference_batch", "isc_splits",
                                                           "prc_k") if k in cfg.eval}
-    rows = []
-    for row in cfg.rows:
-        r = to_dict(row)
-        check_row(r)
-        deps = {"model": train_job(cfg, row.model, feats)}
-        if r.get("classifier"):
-            deps["classifier"] = classifier_job(cfg, r["classifier"], feats)
-        gen_cfg = _pick(cfg, "data", "sample", "seed")
-        gen_cfg.update(row=r, diffusion={"prior": cfg.diffusion.prior}, eval={"n_images": cfg.eval.n_images})
-        gen = Job("generate", f"generate/{row.name}", gen_cfg, deps)
-        eval_deps = {"samples": gen, **({"features": feats} if feats else {})}
-        rows.append(RowPlan(row.name, Job("evaluate", f"evaluate/{row.name}", {**eval_cfg, "row": r}, eval_deps)))
-    return rows
+    return eval_cfg
+
+
+def _generation_row(cfg: DictConfig, row: DictConfig, eval_cfg: dict[str, Any], feats: Job | None,
+                    snapshot: int | None = None) -> Job:
+    """model [+ classifier] -> generate -> evaluate for one row (of a model's EMA snapshot, if given)."""
+    from repro.tasks.generation import check_row
+
+    r = to_dict(row)
+    check_row(r)
+    deps = {"model": train_job(cfg, row.model, feats)}
+    if r.get("classifier"):
+        deps["classifier"] = classifier_job(cfg, r["classifier"], feats)
+    gen_cfg = _pick(cfg, "data", "sample", "seed")
+    gen_cfg.update(row=r, diffusion={"prior": cfg.diffusion.prior}, eval={"n_images": cfg.eval.n_images})
+    name = row.name if snapshot is None else f"{row.name}@{snapshot}"
+    if snapshot is not None:
+        gen_cfg["snapshot"] = snapshot
+    gen = Job("generate", f"generate/{name}", gen_cfg, deps)
+    eval_deps = {"samples": gen, **({"features": feats} if feats else {})}
+    return Job("evaluate", f"evaluate/{name}", {**eval_cfg, "row": r}, eval_deps)
+
+
+def generation_plan(cfg: DictConfig) -> list[RowPlan]:
+    """Tables 2-3: per row, model [+ classifier] -> generate -> evaluate (IS/FID/sFID/P/R)."""
+    feats, eval_cfg = features_job(cfg), _generation_eval_config(cfg)
+    return [RowPlan(row.name, _generation_row(cfg, row, eval_cfg, feats)) for row in cfg.rows]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    row: str
+    step: int         # training iterations behind the samples
+    job: Job          # evaluate job of that snapshot's samples
+
+
+def efficiency_plan(cfg: DictConfig) -> list[CurvePoint]:
+    """Quality against training iterations (the curves behind Table 2's efficiency claim): the
+    rows named in `efficiency.rows`, sampled and scored at every EMA snapshot their training
+    keeps (`train.snapshot_every`); the final point of each curve is the table's own row.
+    Empty when the spec has no `efficiency` block or the profile keeps no snapshots."""
+    every = cfg.train.get("snapshot_every")
+    if "efficiency" not in cfg or not every:
+        return []
+    by_name = {row.name: row for row in cfg.rows}
+    feats, eval_cfg = features_job(cfg), _generation_eval_config(cfg)
+    points = []
+    for name in cfg.efficiency.rows:
+        if name not in by_name:
+            raise UserError(f"efficiency.rows names {name!r}, which is not a row of the table; "
+                            f"rows are {', '.join(by_name)}")
+        m = to_dict(cfg.models[by_name[name].model])
+        if m.get("released") or "init" in m or "train" in m:
+            raise UserError(f"efficiency.rows: {name!r} is not trained from scratch with the table's budget "
+                            f"(released, init or its own train block); list only from-scratch rows")
+        for step in range(every, cfg.train.steps, every):
+            points.append(CurvePoint(name, step, _generation_row(cfg, by_name[name], eval_cfg, feats, snapshot=step)))
+    return points
 
 
 def plan(cfg: DictConfig) -> list[RowPlan]:

@@ -57,7 +57,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.cluster import available_clusters, dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
-    from repro.plan import plan
+    from repro.plan import efficiency_plan, plan
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
     from repro.report.render import render_table
@@ -67,7 +67,8 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     cfg = compose(table, profile, cluster, overrides)
     validate(cfg)
     rows = plan(cfg)
-    report = dispatch([r.job for r in rows], cfg.cluster, store)
+    points = efficiency_plan(cfg) if cfg.table.evaluation == "generation" else []
+    report = dispatch([r.job for r in rows] + [p.job for p in points], cfg.cluster, store)
     print(report.line())
     js = JobStore(store)
     results = {r.name: js.dir(r.job).result() for r in rows}
@@ -99,6 +100,8 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, out_dir)
     if curves:
         paths["curves"] = curves
+    if points:
+        paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, out_dir)
     return paths
 
 
@@ -159,6 +162,29 @@ def write_loss_curves(key: str, jobs: list, store, out_dir: Path) -> Path | None
     path = Path(out_dir) / "curves" / f"{key}_loss.csv"
     atomic_write_text(path, curves.to_csv(index=False, float_format="%.6g"))
     plot_loss_curves(curves, path.with_suffix(""), title=f"{key}: training loss (eq. 6)")
+    return path
+
+
+def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, out_dir: Path) -> Path:
+    """tables/curves/<key>_efficiency.csv (row, training_step, one column per metric; each
+    curve ends at the table's own row) and a PNG/PDF with one panel per metric."""
+    from repro.io import atomic_write_text
+    from repro.report.figures import plot_metric_curves
+
+    columns = list(cfg.table.columns)
+    final = {r.name: r.job for r in rows}
+    records = [{"row": p.row, "training_step": p.step, **store.dir(p.job).result()["values"]} for p in points]
+    records += [{"row": name, "training_step": int(cfg.train.steps), **store.dir(final[name]).result()["values"]}
+                for name in dict.fromkeys(p.row for p in points)]
+    frame = pd.DataFrame(records).reindex(columns=["row", "training_step", *columns])
+    frame = frame.sort_values(["row", "training_step"], kind="stable", key=lambda c: c.map(list(final).index)
+                              if c.name == "row" else c).reset_index(drop=True)
+    path = Path(out_dir) / "curves" / f"{cfg.table.key}_efficiency.csv"
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+    n = int(store.dir(points[0].job).result()["n_images"])
+    plot_metric_curves(frame, columns, path.with_suffix(""), x="training_step",
+                       title=f"{cfg.table.key}: quality vs training iterations ({cfg.profile} profile, "
+                             f"{n} samples per point, EMA weights)")
     return path
 
 

@@ -63,6 +63,42 @@ def test_starred_models_continue_from_the_multitask_ones():
     assert t1["MT-Diffusion"] == jobs["MT-Diffusion-X"].deps["samples"].deps["model"]
 
 
+EFFICIENCY_ROWS = ("ADM (un-cond)", "ADM (class cond)", "MT-Diffusion-U", "MT-Diffusion-X", "MT-Diffusion-M",
+                   "MT-Diffusion-E")
+
+
+def test_efficiency_curves_end_at_the_table_rows(table2):
+    """Quality vs training iterations: each from-scratch row scored at its EMA snapshot (step 3
+    of 6 at this profile) and at the end, where the point is the table's own number."""
+    import pandas as pd
+
+    root, _ = table2
+    curves = pd.read_csv(root / "tables" / "curves" / "table2_efficiency.csv")
+    assert list(curves.columns) == ["row", "training_step", *COLUMNS]
+    assert tuple(dict.fromkeys(curves.row)) == EFFICIENCY_ROWS
+    assert curves.groupby("row", sort=False).training_step.apply(list).tolist() == [[3, 6]] * len(EFFICIENCY_ROWS)
+    table = pd.read_csv(root / "tables" / "table2.csv").set_index(["row", "column"]).ours
+    final = curves[curves.training_step == 6].set_index("row")
+    for name in EFFICIENCY_ROWS:
+        assert final.at[name, "FID"] == pytest.approx(table[name, "FID"], rel=1e-5)
+    mid = curves[curves.training_step == 3].set_index("row")
+    assert (mid.FID != final.FID).any()        # a different model was sampled at step 3
+    for ext in ("png", "pdf"):
+        assert (root / "tables" / "curves" / f"table2_efficiency.{ext}").stat().st_size > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("efficiency.rows=['ADM (un-cond)',Nope]", "efficiency.rows names 'Nope'"),
+    ("efficiency.rows=['MT-Diffusion-M*']", "not trained from scratch"),
+])
+def test_efficiency_rows_are_checked_before_any_job(tmp_path, override, message, capsys):
+    args = ["2", "--profile", "tiny", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "tables"),
+            f"data.root={tmp_path / 'data'}", override]
+    assert cli(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "jobs").exists()
+
+
 def test_joint_rows_generate_labels(table2):
     root, _ = table2
     cfg = compose("2", "tiny", overrides=[f"data.root={root / 'data'}"])

@@ -59,3 +59,26 @@ def test_stop_request_checkpoints_the_current_step_and_resumes_bit_exactly(tmp_p
             assert torch.equal(a[part][name], b[part][name]), (part, name)
     assert json.loads((cut / "loss_curve.json").read_text()) == json.loads((whole / "loss_curve.json").read_text())
 
+
+
+def test_snapshot_of_step_k_is_the_final_ema_of_a_k_step_run(tmp_path):
+    """train.snapshot_every keeps the EMA weights the efficiency curves sample: the snapshot of
+    step 4 of an 8-step run is, bit for bit, the final EMA of the same run stopped at 4 steps."""
+    def job(steps: int, every):
+        cfg = compose("1", "tiny", "local", [f"data.root={tmp_path / 'data'}", f"train.steps={steps}",
+                                             f"train.snapshot_every={every}", "train.checkpoint_every=3"])
+        return next(r for r in plan(cfg) if r.name == "SDEdit-").job.deps["samples"].deps["model"]
+
+    long, short = job(STEPS, 4), job(4, 0)
+    run_job(long, tmp_path / "jobs")
+    run_job(short, tmp_path / "jobs")
+    store = JobStore(tmp_path / "jobs")
+    assert sorted(p.name for p in (store.dir(long).path / "snapshots").iterdir()) == ["ema_0000004.pt"]
+    assert not (store.dir(short).path / "snapshots").exists()
+    _, snap, _, _ = train_body.load_trained(store.dir(long), step=4)
+    _, final, _, _ = train_body.load_trained(store.dir(short))
+    assert all(torch.equal(a, b) for a, b in zip(snap.state_dict().values(), final.state_dict().values()))
+    _, last, _, _ = train_body.load_trained(store.dir(long), step=STEPS)   # the final step is model.pt
+    assert not all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), final.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="no EMA snapshot of step 2"):
+        train_body.load_trained(store.dir(long), step=2)

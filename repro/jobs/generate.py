@@ -27,7 +27,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     from repro.tasks.image_label import num_classes
 
     row, smp = cfg["row"], cfg["sample"]
-    task, model, _, train_cfg = load_trained(deps["model"])
+    snapshot = cfg.get("snapshot")   # a training step: sample that EMA snapshot (efficiency curves)
+    task, model, _, train_cfg = load_trained(deps["model"], step=snapshot)
     variant = train_cfg["model"]["variant"]
     steps = row.get("steps", smp["steps"])
     process = sampling_process(train_cfg, task.n_modalities(variant), steps)
@@ -36,7 +37,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     common = dict(seed=cfg["seed"], batch_size=smp["batch_size"], prior=cfg["diffusion"]["prior"],
                   clip_denoised=smp["clip_denoised"], classifier=classifier,
                   guidance_scale=float(row.get("guidance_scale", 0.0)), num_classes=num_classes(cfg["data"]))
-    print(f"{row['name']}: {n} images, {process.num_steps} respaced steps of T={train_cfg['diffusion']['T']}"
+    print(f"{row['name']}" + (f" after {snapshot} training steps" if snapshot is not None else "")
+          + f": {n} images, {process.num_steps} respaced steps of T={train_cfg['diffusion']['T']}"
           + (f", classifier guidance scale {common['guidance_scale']}" if classifier is not None else ""))
     extra: dict[str, Any] = {}
     if row.get("method", "generate") == "restore":
@@ -58,7 +60,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     arrays = {"mask": extra.pop("masks")} if "masks" in extra else {}
     atomic_save_npz(out / FILE, images=to_uint8(images), labels=classes.numpy().astype(np.int64), **arrays)
     save_grid(out / "grid.png", images[:64])
-    return {"file": FILE, "n_images": len(images), "sampling_steps": process.num_steps, **extra}
+    return {"file": FILE, "n_images": len(images), "sampling_steps": process.num_steps,
+            "training_steps": snapshot if snapshot is not None else train_cfg.get("train", {}).get("steps"), **extra}
 
 
 def save_grid(path, images: torch.Tensor, nrow: int = 8) -> None:

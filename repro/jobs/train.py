@@ -12,7 +12,10 @@ averaged gradients make the update, and the logged loss, those of the global bat
 A stop request (SLURM's SIGTERM on preemption, scancel or requeue; submitit's USR2 before
 the time limit: repro/cluster.py) is honoured at the end of the current step: rank 0
 checkpoints that step and every rank raises `Preempted`; the requeued job resumes there.
-Checkpoints are also written every `train.checkpoint_every` steps, atomically.
+Checkpoints are also written every `train.checkpoint_every` steps, atomically. With
+`train.snapshot_every` set, the EMA weights at every multiple of it are kept as well
+(`snapshots/ema_<step>.pt`): the quality-vs-training-iterations curves behind Table 2's
+efficiency claim sample them (repro.plan.efficiency_plan).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from repro.tasks import make_task
 STOPPABLE = True               # polls repro.jobs.runner.stop_requested() after every step
 CHECKPOINT = "checkpoint.pt"   # the latest training state (for resuming)
 MODEL = "model.pt"             # the final EMA weights (what sampling uses)
+SNAPSHOT = "snapshots/ema_{step:07d}.pt"   # EMA weights after `step` steps (train.snapshot_every)
 # Dropout seeds of rank r are offset by r * this, so that ranks draw independent dropout
 # masks while rank 0 (and a single process) keeps the seeds of a one-process run.
 DROPOUT_RANK_STRIDE = 7_919_000_003
@@ -133,6 +137,9 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
             curve.append({"step": step, "loss": global_loss, **global_parts})
             bar.set_postfix(loss=f"{global_loss:.4f}")
         done = step + 1
+        every = tr.get("snapshot_every")
+        if every and done % every == 0 and done < tr["steps"] and world.is_main:
+            atomic_save_torch(out / SNAPSHOT.format(step=done), {"ema": ema.state_dict(), "step": done})
         if done < tr["steps"] and (stats[-1] > 0 or done % tr["checkpoint_every"] == 0):
             if world.is_main:
                 save_checkpoint(out, model, ema, opt, done, curve)
@@ -185,10 +192,18 @@ def load_checkpoint(out: JobDir, model, ema, opt) -> tuple[int, list]:
     return state["step"], state["curve"]
 
 
-def load_trained(train_dir: JobDir, *, use_ema: bool = True):
-    """(task, EMA model in eval mode, training process, train config) of a finished train job."""
+def load_trained(train_dir: JobDir, *, use_ema: bool = True, step: int | None = None):
+    """(task, EMA model in eval mode, training process, train config) of a finished train job;
+    with `step`, the EMA weights of its snapshot after that many steps (train.snapshot_every)."""
     cfg = json.loads((train_dir / "job.json").read_text())["config"]
     task, model, process = build(cfg)
+    if step is not None and step != cfg.get("train", {}).get("steps"):
+        path = train_dir / SNAPSHOT.format(step=step)
+        if not use_ema or not path.exists():
+            raise FileNotFoundError(f"{train_dir.path} has no EMA snapshot of step {step} ({path.name}); "
+                                    f"its train.snapshot_every is {cfg['train'].get('snapshot_every')}")
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["ema"])
+        return task, model.eval().requires_grad_(False), process, cfg
     state = torch.load(train_dir / MODEL, map_location="cpu", weights_only=False)
     model.load_state_dict(state["ema" if use_ema else "model"])
     return task, model.eval().requires_grad_(False), process, cfg

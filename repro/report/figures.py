@@ -70,6 +70,34 @@ def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("
     return save_figure(fig, path, formats)
 
 
+LOWER_IS_BETTER = {"FID", "sFID", "LPIPS"}
+
+
+def plot_metric_curves(frame, columns: Sequence[str], path: Path, x: str, title: str,
+                       formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """One panel per metric against `x`, one line per row (long-form frame: row, x, columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.0 * len(columns), 3.0), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        for row, part in frame.groupby("row", sort=False):
+            ax.plot(part[x], part[col], marker="o", ms=3, lw=1.2, label=row)
+        better = "lower" if col in LOWER_IS_BETTER else "higher"
+        ax.set_title(f"{col} ({better} is better)", fontsize=9)
+        ax.set_xlabel(x.replace("_", " "), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    return save_figure(fig, path, formats)
+
+
 def plot_restorations(samples: dict[str, dict[int, Path]], path: Path, n: int = 6,
                       formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Table 1's figure (like the paper's Figures 5 and 9): for every mask count, the
