@@ -94,7 +94,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
     if cfg.table.evaluation == "lpips_restoration":
         paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
-    grids = copy_sample_grids(cfg.table.key, rows, js, out_dir)
+    grids = sample_figures(cfg, rows, js, out_dir)
     if grids:
         paths["grids"] = grids[0].parent
     curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, out_dir)
@@ -117,16 +117,49 @@ def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
     return plot_restorations(samples, Path(out_dir) / "figures" / f"{key}_restorations")[0]
 
 
-def copy_sample_grids(key: str, rows: list, store, out_dir: Path) -> list[Path]:
-    """tables/figures/<key>_<row>_samples.png: the sample grid a row's sample job drew (if any)."""
-    from repro.io import atomic_write_bytes
+def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Path]:
+    """tables/figures/<key>_<row>_samples.{png,pdf}, drawn from each row's saved samples:
+    generation rows as a grid with the class of each image above it (generated jointly, or
+    given); translation rows as source / generated / ground-truth strips (the paper's Figures
+    7-10); joint image-representation pairs as a grid. Table 1 has its own figure."""
+    import numpy as np
 
-    written = []
+    from repro.data import OBJECT_CLASSES
+    from repro.report.figures import plot_image_rows, plot_sample_grid
+
+    written, seen = [], set()
     for r in rows:
-        grid = store.dir(r.job.deps["samples"]) / "grid.png"
-        if grid.is_file():
-            slug = re.sub(r"[^A-Za-z0-9]+", "_", r.name).strip("_")
-            written.append(atomic_write_bytes(Path(out_dir) / "figures" / f"{key}_{slug}_samples.png", grid.read_bytes()))
+        job = r.job.deps.get("samples")
+        if job is None or job.key in seen:
+            continue
+        seen.add(job.key)
+        d, row = store.dir(job), job.config.get("row", {})
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", r.name.replace("*", " star ")).strip("_")   # M* != M
+        path = Path(out_dir) / "figures" / f"{cfg.table.key}_{slug}_samples"
+        if (d / "samples.npz").exists():          # Tables 2-3: generate jobs
+            arr = np.load(d / "samples.npz")
+            labels = arr["labels"]
+            captions, what = None, "samples"
+            if row.get("method") == "restore":
+                what = f"restorations of test images with {row.get('mask_patches')} masked patches"
+            elif (labels >= 0).any():
+                names = OBJECT_CLASSES if cfg.data.name == "embedded" else None
+                captions = [names[k] if names else f"class {k}" for k in labels.tolist()]
+                what = ("samples; above each, the label generated with it" if row.get("condition") == "joint"
+                        else "samples; above each, the class it was conditioned on")
+            written += plot_sample_grid(arr["images"], path, title=f"{r.name}: {what}", captions=captions)[:1]
+        elif (d / "translations.npz").exists():   # Table 4, night2day
+            if row.get("method") == "ground_truth":
+                continue
+            arr, n = np.load(d / "translations.npz"), 8
+            src, tgt = cfg.task.source, cfg.task.target
+            lines = [(src, arr["source"][:n]), (f"{tgt}: {r.name}", arr["generated"][:n]),
+                     (f"{tgt}: ground truth", arr["truth"][:n])]
+            written += plot_image_rows(lines, path, n=n, title=f"{src} to {tgt}: {r.name}")[:1]
+        elif (d / "joint.npz").exists():          # joint image-representation pairs
+            arr = np.load(d / "joint.npz")
+            written += plot_sample_grid(arr["images"], path, title=f"{r.name}: images drawn jointly with their "
+                                                                  f"representations")[:1]
     return written
 
 

@@ -154,3 +154,13 @@ def test_figure6_writes_curves_plot_and_claims(table2):
     assert steps == [0, 2, 4]
     assert all(0 <= c["top1"] <= c["top5"] <= 1 for c in doc["curves"])
     assert len(doc["claims"]) == 4 and all(c["status"] in ("held", "not held") for c in doc["claims"])
+
+
+def test_every_row_has_its_own_sample_figure(table2):
+    """One grid per row, PNG and PDF; M and M* (same slug but for the star) do not collide."""
+    root, _ = table2
+    figures = root / "tables" / "figures"
+    stems = {p.stem for p in figures.glob("table2_*_samples.png")}
+    assert stems == {p.stem for p in figures.glob("table2_*_samples.pdf")}
+    assert len(stems) == len(ROWS)
+    assert {"table2_MT_Diffusion_M_samples", "table2_MT_Diffusion_M_star_samples"} <= stems

@@ -1,4 +1,4 @@
-"""Figures (matplotlib, PNG and PDF): sample grids like the paper's Figures 5 and 9."""
+"""Figures (matplotlib, PNG and PDF): sample grids like the paper's Figures 4, 5 and 7-10, and curves."""
 from __future__ import annotations
 
 import io
@@ -27,28 +27,53 @@ def save_figure(fig, path: Path, formats: Sequence[str] = ("png",)) -> list[Path
     return written
 
 
-def save_triplet_grid(path: Path, original: Tensor, masked: Tensor, restored: Tensor,
-                      titles: Sequence[str] = ("original", "masked", "restored"),
-                      formats: Sequence[str] = ("png",)) -> list[Path]:
-    """One column per image: original / masked / restored (Figure 9's blocks, transposed)."""
+def plot_image_rows(lines: Sequence[tuple[str, np.ndarray]], path: Path, n: int, title: str | None = None,
+                    captions: Sequence[Sequence[str]] | None = None,
+                    formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Labelled strips of images, one per line: (label, uint8 array (N, H, W, 3)), the first
+    `n` images of each; `captions[r][c]` (optional) is printed above image c of line r."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [_to_hwc(original), _to_hwc(masked), _to_hwc(restored)]
-    n = len(rows[0])
-    fig, axes = plt.subplots(3, n, figsize=(1.1 * n, 3.5), squeeze=False)
-    for r, (imgs, title) in enumerate(zip(rows, titles)):
+    label_width = 0.09 * max((len(label) for label, _ in lines), default=0)
+    height = (1.0 + 0.15 * bool(captions)) * len(lines)
+    fig, axes = plt.subplots(len(lines), n, figsize=(1.0 * n + label_width, height), squeeze=False)
+    for r, (label, imgs) in enumerate(lines):
         for c in range(n):
             ax = axes[r][c]
-            ax.imshow(imgs[c], interpolation="nearest")
+            if c < len(imgs):
+                ax.imshow(imgs[c], interpolation="nearest")
+                if captions and c < len(captions[r]):
+                    ax.set_title(captions[r][c], fontsize=6, pad=2)
             ax.set_xticks([])
             ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(title, fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+            if c == 0 and label:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(top=1.0, bottom=0.0, wspace=0.04, hspace=0.25 if captions else 0.08)
+    if title:   # above the top row and its captions (the saved bounding box is tight)
+        fig.suptitle(title, fontsize=8, y=1.0 + (0.2 if captions else 0.05) / height, va="bottom")
     return save_figure(fig, path, formats)
+
+
+def save_triplet_grid(path: Path, original: Tensor, masked: Tensor, restored: Tensor,
+                      titles: Sequence[str] = ("original", "masked", "restored"),
+                      formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Three labelled strips of the same images (a job's quick-look PNG), e.g. source /
+    generated / ground truth, as the paper's Figures 7-10 lay them out."""
+    lines = [(t, (_to_hwc(x) * 255).round().astype(np.uint8)) for t, x in zip(titles, (original, masked, restored))]
+    return plot_image_rows(lines, path, n=len(lines[0][1]), formats=formats)
+
+
+def plot_sample_grid(images: np.ndarray, path: Path, title: str, captions: Sequence[str] | None = None,
+                     ncol: int = 8, nrow: int = 4, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """The first ncol x nrow samples (uint8 (N, H, W, 3)), with an optional caption over each
+    (the label a joint model generated with its image, as in the paper's Figure 4)."""
+    k = min(len(images), ncol * nrow)
+    lines = [("", images[i:i + ncol]) for i in range(0, k, ncol)]
+    caps = [list(captions[i:i + ncol]) for i in range(0, k, ncol)] if captions is not None else None
+    return plot_image_rows(lines, path, n=min(ncol, k), title=title, captions=caps, formats=formats)
 
 
 def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
@@ -106,30 +131,13 @@ def plot_restorations(samples: dict[str, dict[int, Path]], path: Path, n: int = 
 
     samples: row name -> {mask count: .npz with uint8 arrays original / masked / restored}.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     counts = sorted({m for files in samples.values() for m in files})
     lines: list[tuple[str, np.ndarray]] = []
     for m in counts:
         first = next(files[m] for files in samples.values() if m in files)
-        lines.append((f"original", np.load(first)["original"][:n]))
+        lines.append(("original", np.load(first)["original"][:n]))
         for row, files in samples.items():
             if m in files:
                 label = "masked" if row == "Clean-Masked" else row
                 lines.append((f"m={m}: {label}", np.load(files[m])["restored"][:n]))
-    fig, axes = plt.subplots(len(lines), n, figsize=(1.0 * n + 1.2, 1.0 * len(lines)), squeeze=False)
-    for r, (label, imgs) in enumerate(lines):
-        for c in range(n):
-            ax = axes[r][c]
-            if c < len(imgs):
-                ax.imshow(imgs[c], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.subplots_adjust(wspace=0.04, hspace=0.08)
-    return save_figure(fig, path, formats)
+    return plot_image_rows(lines, path, n, formats=formats)

@@ -33,7 +33,7 @@ from repro.diffusion import Modality, MTProcess, ancestral_sample
 from repro.errors import UserError
 from repro.io import atomic_save_npz
 from repro.nn import MTDiffusionModel, PooledMLPHead
-from repro.report.figures import save_triplet_grid
+from repro.report.figures import plot_sample_grid
 from repro.tasks.backbone import build_unet
 
 VARIANTS = ("mt",)
@@ -200,9 +200,8 @@ class RepresentationTask:
             reps.append(x[MODALITY])
         images_t, reps_t = torch.cat(images), torch.cat(reps)
         atomic_save_npz(out / "joint.npz", images=to_uint8(images_t), representations=reps_t.numpy().astype(np.float32))
-        k = min(8, n // 3) or 1
-        grid = [images_t[i * k:(i + 1) * k] if len(images_t) >= (i + 1) * k else images_t[:k] for i in range(3)]
-        save_triplet_grid(out / "grid.png", *grid, titles=("samples",) * 3)
+        plot_sample_grid(to_uint8(images_t), out / "grid", title=f"{row['name']}: jointly drawn images",
+                         formats=("png",))
         return {"files": {"joint": "joint.npz"}, "n_images": n}
 
 

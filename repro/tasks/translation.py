@@ -236,7 +236,7 @@ class TranslationTask:
 
     def sample(self, cfg: Mapping[str, Any], out, model: nn.Module | None, process: MTProcess | None) -> dict[str, Any]:
         """Translate the first `eval.n_images` test sources; save source / truth / generated (uint8),
-        class ids for label maps, and a PNG grid of 8 (source, ground truth, generated)."""
+        class ids for label maps, and a PNG grid of 8 (source, generated, ground truth)."""
         row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
         method = row["method"]
         if method not in METHODS:
@@ -263,8 +263,8 @@ class TranslationTask:
         arrays = {k: np.concatenate(v) for k, v in saved.items() if v}
         atomic_save_npz(out / "translations.npz", **arrays)
         first = {k: to_model_space(arrays[k][:8]) for k in ("source", "truth", "generated")}
-        save_triplet_grid(out / "grid.png", first["source"], first["truth"], first["generated"],
-                          titles=(self.source, f"{self.target} (truth)", f"{self.target} ({method})"))
+        save_triplet_grid(out / "grid.png", first["source"], first["generated"], first["truth"],
+                          titles=(self.source, f"{self.target}: {row['name']}", f"{self.target}: ground truth"))
         return {"files": {"translations": "translations.npz"}, "n_images": n, "method": method,
                 "num_classes": None if test.palette is None else len(test.palette)}
 
