@@ -183,3 +183,16 @@ def test_escaping():
         r"$\le$ $<$ $>$")
     assert tex_escape("ADM*_g SDEdit-") == r"ADM*\_g SDEdit-"
     assert md_escape("ADM*_g | x") == r"ADM\*\_g \| x"
+
+
+def test_report_includes_every_figure_but_itself(tmp_path):
+    """report.tex \\includegraphics Figure 6, the grids and the curves, never report.pdf (which
+    `make report` writes beside them)."""
+    from repro.report.__main__ import write_report_tex
+
+    for name in ("figure6.pdf", "report.pdf", "figures/table1_restorations.pdf", "curves/table1_loss.pdf"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"%PDF")
+    tex = write_report_tex(tmp_path, ["table1"]).read_text()
+    included = [line.split("{")[-1].rstrip("}") for line in tex.splitlines() if "includegraphics" in line]
+    assert included == ["figure6.pdf", "figures/table1_restorations.pdf", "curves/table1_loss.pdf"]
