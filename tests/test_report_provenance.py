@@ -25,12 +25,17 @@ def test_git_commit_clean_dirty_and_outside(tmp_path, monkeypatch):
     _git(repo, "init", "-q")
     assert git_commit(repo) == "unknown"  # no commit yet
     (repo / "a.txt").write_text("one\n")
-    _git(repo, "add", "a.txt")
+    (repo / "tables").mkdir()
+    (repo / "tables" / "table1.md").write_text("old\n")
+    _git(repo, "add", "a.txt", "tables")
     _git(repo, "commit", "-q", "-m", "first")
     head = _git(repo, "rev-parse", "--short", "HEAD")
     assert git_commit(repo) == head
     (repo / "untracked.txt").write_text("x\n")
     assert git_commit(repo) == head  # untracked files do not change what the code is
+    (repo / "tables" / "table1.md").write_text("new\n")
+    assert git_commit(repo) == head  # nor do the pipeline's own outputs
+    assert git_commit(repo / "tables") == head   # from any folder of the checkout
     (repo / "a.txt").write_text("two\n")
     assert git_commit(repo) == f"{head}-dirty"
 

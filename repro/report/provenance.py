@@ -10,12 +10,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+# What the pipeline itself writes into the checkout (tables, DVC's lock): a run that has
+# rewritten them has not changed the code, so they do not make a commit "-dirty".
+OUTPUT_PATHS = ("tables", "dvc.lock")
+
 FIELDS = ("profile", "dataset", "n_samples", "config_key", "git_commit", "wall_time_s", "feature_extractor")
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
     """Short hash of HEAD of the repository holding `path` (default: this package), with
-    "-dirty" when tracked files differ from HEAD; "unknown" outside git or before a commit."""
+    "-dirty" when tracked files other than the pipeline's outputs (OUTPUT_PATHS) differ from
+    HEAD; "unknown" outside git or before a commit."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -28,7 +33,8 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                    *(f":(top,exclude){p}" for p in OUTPUT_PATHS))
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
