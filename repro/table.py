@@ -138,15 +138,14 @@ def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Pa
         path = Path(out_dir) / "figures" / f"{cfg.table.key}_{slug}_samples"
         if (d / "samples.npz").exists():          # Tables 2-3: generate jobs
             arr = np.load(d / "samples.npz")
-            labels = arr["labels"]
             captions, what = None, "samples"
+            label_is = _label_meaning(job)
             if row.get("method") == "restore":
                 what = f"restorations of test images with {row.get('mask_patches')} masked patches"
-            elif (labels >= 0).any():
+            elif label_is:
                 names = OBJECT_CLASSES if cfg.data.name == "embedded" else None
-                captions = [names[k] if names else f"class {k}" for k in labels.tolist()]
-                what = ("samples; above each, the label generated with it" if row.get("condition") == "joint"
-                        else "samples; above each, the class it was conditioned on")
+                captions = [names[k] if names else f"class {k}" for k in arr["labels"].tolist()]
+                what = f"samples; above each, {label_is}"
             written += plot_sample_grid(arr["images"], path, title=f"{r.name}: {what}", captions=captions)[:1]
         elif (d / "translations.npz").exists():   # Table 4, night2day
             if row.get("method") == "ground_truth":
@@ -161,6 +160,20 @@ def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Pa
             written += plot_sample_grid(arr["images"], path, title=f"{r.name}: images drawn jointly with their "
                                                                   f"representations")[:1]
     return written
+
+
+def _label_meaning(generate_job) -> str | None:
+    """What the class saved with each sample is, or None where it played no part in sampling
+    (an unconditional model draws a class it never reads)."""
+    row, model = generate_job.config.get("row", {}), generate_job.deps["model"].config
+    conditioned = model["model"]["variant"] == "adm_cond"
+    guided = "classifier" in generate_job.deps
+    if conditioned or guided:
+        return "the class it was " + " and ".join(w for w, on in (("conditioned on", conditioned),
+                                                                   ("guided toward", guided)) if on)
+    if row.get("condition") == "joint" and model.get("task", {}).get("name") == "image_label":
+        return "the label generated with it"
+    return None
 
 
 def write_dvc_metrics(key: str, ours: pd.DataFrame, out_dir: Path) -> Path:

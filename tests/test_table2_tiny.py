@@ -164,3 +164,18 @@ def test_every_row_has_its_own_sample_figure(table2):
     assert stems == {p.stem for p in figures.glob("table2_*_samples.pdf")}
     assert len(stems) == len(ROWS)
     assert {"table2_MT_Diffusion_M_samples", "table2_MT_Diffusion_M_star_samples"} <= stems
+
+
+def test_sample_figures_caption_only_the_classes_that_mattered():
+    """Class names above the samples only where the class steered sampling (class-conditional
+    ADM) or was generated with the image (M, E); never over an unconditional model's samples."""
+    from repro.table import _label_meaning
+
+    gen = {r.name: r.job.deps["samples"] for r in plan(compose("2", "tiny"))}
+    assert _label_meaning(gen["ADM (class cond)"]) == "the class it was conditioned on"
+    assert _label_meaning(gen["MT-Diffusion-M"]) == _label_meaning(gen["MT-Diffusion-E"]) == "the label generated with it"
+    for name in ("ADM (un-cond)", "MT-Diffusion-U", "MT-Diffusion-X", "MT-Diffusion-M*", "MT-Diffusion-E*"):
+        assert _label_meaning(gen[name]) is None, name
+    g3 = {r.name: r.job.deps["samples"] for r in plan(compose("3", "tiny"))}
+    assert _label_meaning(g3["ADM_g (continued, classifier guidance)"]) == "the class it was conditioned on and guided toward"
+    assert _label_meaning(g3["MT-Diffusion_g"]) == "the class it was guided toward"

@@ -96,6 +96,7 @@ def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("
 
 
 LOWER_IS_BETTER = {"FID", "sFID", "LPIPS"}
+LOG_SCALE = {"FID", "sFID"}
 
 
 def plot_metric_curves(frame, columns: Sequence[str], path: Path, x: str, title: str,
@@ -110,6 +111,8 @@ def plot_metric_curves(frame, columns: Sequence[str], path: Path, x: str, title:
     for ax, col in zip(axes[0], columns):
         for row, part in frame.groupby("row", sort=False):
             ax.plot(part[x], part[col], marker="o", ms=3, lw=1.2, label=row)
+        if col in LOG_SCALE and (frame[col] > 0).all():   # FID spans 50 to 800 at the smoke profile
+            ax.set_yscale("log")
         better = "lower" if col in LOWER_IS_BETTER else "higher"
         ax.set_title(f"{col} ({better} is better)", fontsize=9)
         ax.set_xlabel(x.replace("_", " "), fontsize=8)
