@@ -159,6 +159,11 @@ def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Pa
             arr = np.load(d / "joint.npz")
             written += plot_sample_grid(arr["images"], path, title=f"{r.name}: images drawn jointly with their "
                                                                   f"representations")[:1]
+    # A renamed or removed row must not leave its old figure behind (the results page lists them all).
+    keep = {p.stem for p in written}
+    for old in Path(out_dir, "figures").glob(f"{cfg.table.key}_*_samples.*"):
+        if old.stem not in keep:
+            old.unlink()
     return written
 
 

@@ -157,13 +157,21 @@ def test_figure6_writes_curves_plot_and_claims(table2):
 
 
 def test_every_row_has_its_own_sample_figure(table2):
-    """One grid per row, PNG and PDF; M and M* (same slug but for the star) do not collide."""
-    root, _ = table2
+    """One grid per row, PNG and PDF; M and M* (same slug but for the star) do not collide;
+    a re-render removes the figure of a row that is no longer in the table."""
+    root, args = table2
     figures = root / "tables" / "figures"
     stems = {p.stem for p in figures.glob("table2_*_samples.png")}
     assert stems == {p.stem for p in figures.glob("table2_*_samples.pdf")}
     assert len(stems) == len(ROWS)
     assert {"table2_MT_Diffusion_M_samples", "table2_MT_Diffusion_M_star_samples"} <= stems
+    stale = figures / "table2_Renamed_row_samples.png"
+    stale.write_bytes(b"old")
+    other = figures / "table1_Kept_samples.png"      # another table's figures are not this one's to remove
+    other.write_bytes(b"old")
+    assert cli(args) == 0                            # re-render from the store
+    assert not stale.exists() and other.exists()
+    assert {p.stem for p in figures.glob("table2_*_samples.png")} == stems
 
 
 def test_sample_figures_caption_only_the_classes_that_mattered():
