@@ -196,3 +196,19 @@ def test_report_includes_every_figure_but_itself(tmp_path):
     tex = write_report_tex(tmp_path, ["table1"]).read_text()
     included = [line.split("{")[-1].rstrip("}") for line in tex.splitlines() if "includegraphics" in line]
     assert included == ["figure6.pdf", "figures/table1_restorations.pdf", "curves/table1_loss.pdf"]
+
+
+def test_index_lists_figures_with_claims(rendered):
+    """Figure 6's claims are counted in the summary and its section shows the plot."""
+    out, _ = rendered
+    claims = [{"text": "a", "status": "held", "detail": ""}, {"text": "b", "status": "not held", "detail": ""}]
+    (out / "figure6.json").write_text(json.dumps({"claims": claims}))
+    (out / "figure6.md").write_text("## Figure 6: classification accuracy\n\nbody\n")
+    page = render_index(out, [1], figures=[("Figure 6", "figure6", "Accuracy vs iterations")]).read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| [Figure 6]"))
+    assert "(#figure-6-classification-accuracy)" in row
+    assert [c.strip() for c in row.split("|")[3:6]] == ["1", "1", "0"]
+    assert "![Figure 6](figure6.png)" in page
+    assert "Total: 1 held, 1 not held, 4 not evaluable." in page
+    absent = render_index(out, [1], figures=[("Figure 7", "figure7", "not rendered")]).read_text()
+    assert "Figure 7" not in absent

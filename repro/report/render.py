@@ -320,10 +320,12 @@ def render_table(
     return {ext: atomic_write_text(out_dir / f"{spec.stem}.{ext}", text) for ext, text in texts.items()}
 
 
-def render_index(out_dir: Path, tables: Sequence[int | str]) -> Path:
+def render_index(out_dir: Path, tables: Sequence[int | str], figures: Sequence[tuple[str, str, str]] = ()) -> Path:
     """Write `out_dir/README.md`: a claims summary (counts, links) and every table's markdown.
 
     Reads the rendered `{stem}.json` / `{stem}.md`; a table not rendered yet is listed as such.
+    `figures`: (label, stem, title) of figures with claims of their own (Figure 6), listed
+    after the tables with their `{stem}.png` shown; skipped when not rendered.
     """
     out_dir = Path(out_dir)
     summary, sections = [], []
@@ -338,6 +340,16 @@ def render_index(out_dir: Path, tables: Sequence[int | str]) -> Path:
         links = " ".join(f"[{ext}]({spec.stem}.{ext})" for ext in ("md", "tex", "csv", "json"))
         summary.append({"table": f"[{_heading(spec)}](#{_anchor(spec)})", "title": spec.title, **counts, "files": links})
         sections.append(md_path.read_text("utf-8").rstrip("\n"))
+    for label, stem, title in figures:
+        doc_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+        if not doc_path.exists() or not md_path.exists():
+            continue
+        counts = count_statuses(json.loads(doc_path.read_text("utf-8"))["claims"])
+        md = md_path.read_text("utf-8").rstrip("\n")
+        anchor = re.sub(r"[^\w\- ]", "", md.splitlines()[0].lstrip("# ").lower()).replace(" ", "-")
+        links = " ".join(f"[{ext}]({stem}.{ext})" for ext in ("md", "png", "pdf", "csv", "json"))
+        summary.append({"table": f"[{label}](#{anchor})", "title": title, **counts, "files": links})
+        sections.append(f"{md}\n\n![{label}]({stem}.png)")
     frame = pd.DataFrame(summary, columns=["table", "title", HELD, NOT_HELD, NOT_EVALUABLE, "files"])
     totals = {k: int(pd.to_numeric(frame[k], errors="coerce").fillna(0).sum()) for k in (HELD, NOT_HELD, NOT_EVALUABLE)}
     text = "\n\n".join([
