@@ -224,12 +224,12 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
 
     columns = list(cfg.table.columns)
     final = {r.name: r.job for r in rows}
-    records = [{"row": p.row, "training_step": p.step, **store.dir(p.job).result()["values"]} for p in points]
-    records += [{"row": name, "training_step": int(cfg.train.steps), **store.dir(final[name]).result()["values"]}
-                for name in dict.fromkeys(p.row for p in points)]
+    curves: dict[str, list] = {}     # row -> [(step, evaluate job)], snapshots in order, then the row itself
+    for p in points:
+        curves.setdefault(p.row, []).append((p.step, p.job))
+    records = [{"row": name, "training_step": step, **store.dir(job).result()["values"]}
+               for name, snaps in curves.items() for step, job in [*snaps, (int(cfg.train.steps), final[name])]]
     frame = pd.DataFrame(records).reindex(columns=["row", "training_step", *columns])
-    frame = frame.sort_values(["row", "training_step"], kind="stable", key=lambda c: c.map(list(final).index)
-                              if c.name == "row" else c).reset_index(drop=True)
     path = Path(out_dir) / "curves" / f"{cfg.table.key}_efficiency.csv"
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
     n = int(store.dir(points[0].job).result()["n_images"])

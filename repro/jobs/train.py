@@ -197,13 +197,12 @@ def load_trained(train_dir: JobDir, *, use_ema: bool = True, step: int | None = 
     with `step`, the EMA weights of its snapshot after that many steps (train.snapshot_every)."""
     cfg = json.loads((train_dir / "job.json").read_text())["config"]
     task, model, process = build(cfg)
+    path = train_dir / MODEL
     if step is not None and step != cfg.get("train", {}).get("steps"):
         path = train_dir / SNAPSHOT.format(step=step)
         if not use_ema or not path.exists():
             raise FileNotFoundError(f"{train_dir.path} has no EMA snapshot of step {step} ({path.name}); "
                                     f"its train.snapshot_every is {cfg['train'].get('snapshot_every')}")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["ema"])
-        return task, model.eval().requires_grad_(False), process, cfg
-    state = torch.load(train_dir / MODEL, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["ema" if use_ema else "model"])
     return task, model.eval().requires_grad_(False), process, cfg

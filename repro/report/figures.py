@@ -11,10 +11,6 @@ from torch import Tensor
 from repro.io import atomic_write_bytes
 
 
-def _to_hwc(images: Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def save_figure(fig, path: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -62,7 +58,9 @@ def save_triplet_grid(path: Path, original: Tensor, masked: Tensor, restored: Te
                       formats: Sequence[str] = ("png",)) -> list[Path]:
     """Three labelled strips of the same images (a job's quick-look PNG), e.g. source /
     generated / ground truth, as the paper's Figures 7-10 lay them out."""
-    lines = [(t, (_to_hwc(x) * 255).round().astype(np.uint8)) for t, x in zip(titles, (original, masked, restored))]
+    from repro.data.pixels import to_uint8
+
+    lines = [(t, to_uint8(x)) for t, x in zip(titles, (original, masked, restored))]
     return plot_image_rows(lines, path, n=len(lines[0][1]), formats=formats)
 
 

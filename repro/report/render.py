@@ -346,7 +346,7 @@ def render_index(out_dir: Path, tables: Sequence[int | str], figures: Sequence[t
             continue
         counts = count_statuses(json.loads(doc_path.read_text("utf-8"))["claims"])
         md = md_path.read_text("utf-8").rstrip("\n")
-        anchor = re.sub(r"[^\w\- ]", "", md.splitlines()[0].lstrip("# ").lower()).replace(" ", "-")
+        anchor = _anchor_of(md.splitlines()[0].lstrip("# "))
         links = " ".join(f"[{ext}]({stem}.{ext})" for ext in ("md", "png", "pdf", "csv", "json"))
         summary.append({"table": f"[{label}](#{anchor})", "title": title, **counts, "files": links})
         sections.append(f"{md}\n\n![{label}]({stem}.png)")
@@ -367,5 +367,9 @@ def render_index(out_dir: Path, tables: Sequence[int | str], figures: Sequence[t
 
 def _anchor(spec: TableSpec) -> str:
     """GitHub's anchor of the section heading written by _markdown."""
-    heading = f"{_heading(spec)}: {spec.title}".lower()
-    return re.sub(r"[^\w\- ]", "", heading).replace(" ", "-")
+    return _anchor_of(f"{_heading(spec)}: {spec.title}")
+
+
+def _anchor_of(heading: str) -> str:
+    """GitHub's anchor of a markdown heading's text."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
