@@ -6,12 +6,17 @@ import sys
 
 import click
 
+from repro.config import BENCHMARKS
 from repro.errors import UserError
+from repro.jobs.state import JobFailed
+
+
+def available_clusters() -> list[str]:
+    """The --cluster choices: benchmarks/cluster/<name>.yaml."""
+    return sorted(p.stem for p in (BENCHMARKS / "cluster").glob("*.yaml"))
 
 
 def run(command: click.Command, prog_name: str, argv: list[str] | None = None) -> int:
-    from repro.cluster import JobFailed
-
     try:
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except UserError as err:

@@ -20,7 +20,7 @@ from repro.errors import UserError
 @click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True)
 def main(profile: str, store: Path, out_dir: Path) -> None:
-    from repro.cluster import dispatch
+    from repro.dispatch import dispatch
     from repro.config import compose
     from repro.io import atomic_write_json
     from repro.jobs.store import JobStore

@@ -86,7 +86,7 @@ def plot(frame: pd.DataFrame, path: Path, caption: str) -> list[Path]:
 
 def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ...], store: Path,
                out_dir: Path) -> dict[str, Path]:
-    from repro.cluster import dispatch
+    from repro.dispatch import dispatch
     from repro.config import compose
     from repro.io import atomic_write_json, atomic_write_text
     from repro.jobs.store import JobStore

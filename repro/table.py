@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from repro.config import available_tables, compose
-from repro.cli import run
+from repro.cli import available_clusters, run
 from repro.errors import UserError
 
 MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked many times over
@@ -24,7 +24,7 @@ MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked man
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before a job starts."""
-    from repro.cluster import check_cluster
+    from repro.dispatch import check_cluster
     from repro.jobs.datasets import check_data
     from repro.tasks import check_task
 
@@ -54,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
               store: Path, out_dir: Path) -> dict[str, Path]:
-    from repro.cluster import available_clusters, dispatch
+    from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
     from repro.plan import efficiency_plan, plan
