@@ -14,7 +14,7 @@ from typing import Mapping
 
 import click
 
-from repro.cli import run
+from repro.cli import cluster_option, profile_option, run, store_option
 from repro.dispatch.slurm_queue import queue_or_none
 from repro.jobs.job import Job, topological
 from repro.jobs.state import SUBMITIT_DIR, job_state
@@ -61,11 +61,9 @@ def report(jobs: list[Job], store: JobStore, queue: Mapping[str, tuple[str, str]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("table")
 @click.argument("overrides", nargs=-1)
-@click.option("--profile", default="smoke", show_default=True, help="tiny | smoke | paper")
-@click.option("--cluster", default="local", show_default=True,
-              help="local | debug | slurm (only selects the config; SLURM's queue is read whenever it is reachable)")
-@click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True,
-              help="job store folder")
+@profile_option
+@cluster_option
+@store_option
 @click.option("--lines", default=TAIL_LINES, show_default=True, help="log lines shown per failed job")
 def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, lines: int) -> None:
     """List the jobs of one table (or `all`) with their state and logs."""
