@@ -11,16 +11,16 @@ from pathlib import Path
 
 import click
 
-from repro.cli import run
+from repro.cli import out_option, profile_option, run, store_option
 from repro.errors import UserError
 
 
 @click.command()
-@click.option("--profile", default="smoke", show_default=True)
-@click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True)
+@profile_option
+@store_option
+@out_option
 def main(profile: str, store: Path, out_dir: Path) -> None:
-    from repro.cluster import dispatch
+    from repro.dispatch import dispatch
     from repro.config import compose
     from repro.io import atomic_write_json
     from repro.jobs.store import JobStore

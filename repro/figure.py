@@ -16,7 +16,7 @@ import click
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from repro.cli import run
+from repro.cli import run, table_options
 from repro.errors import UserError
 from repro.jobs.job import Job
 
@@ -86,7 +86,7 @@ def plot(frame: pd.DataFrame, path: Path, caption: str) -> list[Path]:
 
 def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ...], store: Path,
                out_dir: Path) -> dict[str, Path]:
-    from repro.cluster import dispatch
+    from repro.dispatch import dispatch
     from repro.config import compose
     from repro.io import atomic_write_json, atomic_write_text
     from repro.jobs.store import JobStore
@@ -127,10 +127,7 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("figure")
 @click.argument("overrides", nargs=-1)
-@click.option("--profile", default="smoke", show_default=True, help="tiny | smoke | paper")
-@click.option("--cluster", default="local", show_default=True, help="local | debug")
-@click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True)
+@table_options
 def main(figure: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
     """Reproduce a figure of MT-Diffusion (6)."""
     paths = run_figure(figure, profile, cluster, overrides, store, out_dir)

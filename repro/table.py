@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from repro.config import available_tables, compose
-from repro.cli import run
+from repro.cli import available_clusters, run, table_options
 from repro.errors import UserError
 
 MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked many times over
@@ -24,7 +24,7 @@ MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked man
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before a job starts."""
-    from repro.cluster import check_cluster
+    from repro.dispatch import check_cluster
     from repro.jobs.datasets import check_data
     from repro.tasks import check_task
 
@@ -54,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
               store: Path, out_dir: Path) -> dict[str, Path]:
-    from repro.cluster import available_clusters, dispatch
+    from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
     from repro.plan import efficiency_plan, plan
@@ -242,13 +242,7 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("table")
 @click.argument("overrides", nargs=-1)
-@click.option("--profile", default="smoke", show_default=True, help="tiny | smoke | paper")
-@click.option("--cluster", default="local", show_default=True,
-              help="local (this process) | debug (submitit in-process) | slurm (sbatch; benchmarks/cluster/slurm.yaml)")
-@click.option("--store", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True,
-              help="job store folder")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True,
-              help="where tables are written")
+@table_options
 def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
     """Reproduce one table of MT-Diffusion (or `all`)."""
     tables = available_tables() if table == "all" else [table]

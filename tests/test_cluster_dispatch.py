@@ -13,13 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 
-import repro.cluster as cluster_mod
-from repro.cluster import (JobFailed, check_world, dispatch, executor_parameters, resources, submitted_id,
-                           wait_slurm)
+import repro.dispatch.slurm as slurm_mod
+from repro.dispatch import dispatch
+from repro.dispatch.resources import check_world, resources
+from repro.dispatch.slurm import executor_parameters, wait_slurm
 from repro.config import compose
 from repro.errors import UserError
 from repro.io import atomic_write_json
 from repro.jobs.job import topological
+from repro.jobs.state import JobFailed, submitted_id
 from repro.jobs.store import JobStore
 from repro.plan import plan
 from repro.status import report
@@ -124,8 +126,8 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch):
     Recorder.calls = []
-    monkeypatch.setattr(cluster_mod.submitit, "AutoExecutor", Recorder)
-    monkeypatch.setattr(cluster_mod, "squeue_states", lambda: {})
+    monkeypatch.setattr(slurm_mod.submitit, "AutoExecutor", Recorder)
+    monkeypatch.setattr(slurm_mod, "squeue_states", lambda: {})
     return Recorder
 
 
@@ -170,7 +172,7 @@ def test_rerun_submits_only_what_is_neither_done_nor_queued(tmp_path, recorder, 
     features, train_adm = by_name["features/embedded"], by_name["train/adm"]
     atomic_write_json(store.prepare(features) / "result.json", {"values": {}})     # finished earlier
     atomic_write_json(store.prepare(train_adm) / "slurm.json", {"job_id": "77_0"})  # still queued
-    monkeypatch.setattr(cluster_mod, "squeue_states", lambda: {"77_0": ("RUNNING", "None")})
+    monkeypatch.setattr(slurm_mod, "squeue_states", lambda: {"77_0": ("RUNNING", "None")})
     rep = dispatch(jobs, cfg.cluster, tmp_path / "jobs", wait=False)
     assert (rep.cached, rep.attached, rep.submitted) == (1, 1, 7)
     submitted = {j.name: c for c in recorder.calls for j in c["jobs"]}
@@ -200,7 +202,7 @@ def test_waiting_driver_reports_a_failed_job_with_its_log(tmp_path, monkeypatch)
     d = JobStore(tmp_path / "jobs").prepare(job)
     atomic_write_json(d / "slurm.json", {"job_id": "5"})
     atomic_write_json(d / "status.json", {"state": "failed", "error": "ValueError: boom"})
-    monkeypatch.setattr(cluster_mod, "squeue_states", lambda: {"5": ("FAILED", "None")})
+    monkeypatch.setattr(slurm_mod, "squeue_states", lambda: {"5": ("FAILED", "None")})
     with pytest.raises(JobFailed, match=r"sample/Clean-Masked failed \(ValueError: boom\); log: .*log.txt"):
         wait_slurm([job], {job.key: "5"}, tmp_path / "jobs", poll_s=0, progress=None)
 
@@ -212,7 +214,7 @@ def test_waiting_driver_gives_up_on_a_job_that_left_the_queue_without_a_result(t
     atomic_write_json(d / "slurm.json", {"job_id": "6"})
     atomic_write_json(d / "status.json", {"state": "running"})
     queue = iter([{"6": ("RUNNING", "None")}, {"6": ("COMPLETING", "None")}] + [{}] * 100)
-    monkeypatch.setattr(cluster_mod, "squeue_states", lambda: next(queue))
+    monkeypatch.setattr(slurm_mod, "squeue_states", lambda: next(queue))
     with pytest.raises(JobFailed, match="SLURM no longer lists it and it left no result"):
         wait_slurm([job], {job.key: "6"}, tmp_path / "jobs", poll_s=0.01, lost_after_s=0.05, progress=None)
     assert len(list(queue)) < 100     # it waited through the grace period, not forever

@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cluster import dispatch, squeue_states, submitted_id, wait_slurm
+from repro.dispatch import dispatch
+from repro.dispatch.slurm import wait_slurm
+from repro.dispatch.slurm_queue import squeue_states
 from repro.config import compose
 from repro.jobs.runner import run_job
+from repro.jobs.state import submitted_id
 from repro.jobs.store import JobStore
 from repro.plan import plan
 from repro.status import cli as status_cli

@@ -10,12 +10,12 @@ import sys
 
 import click
 
-from repro.cli import run
+from repro.cli import profile_option, run
 from repro.errors import UserError
 
 
 @click.command()
-@click.option("--profile", default="smoke", show_default=True, help="tiny | smoke (paper data is not generated)")
+@profile_option
 @click.option("--verify", is_flag=True, help="regenerate in memory and compare with the files on disk")
 def main(profile: str, verify: bool) -> None:
     from repro.config import compose

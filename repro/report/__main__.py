@@ -1,4 +1,4 @@
-"""python -m repro.report [--tables tables]: the results page and the LaTeX report.
+"""python -m repro.report [--out tables]: the results page and the LaTeX report.
 
 Writes tables/README.md (what a visitor reads first: every rendered table with the
 paper's numbers beside ours, the claims, links to figures) and tables/report.tex, which
@@ -6,10 +6,12 @@ paper's numbers beside ours, the claims, links to figures) and tables/report.tex
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
+from repro.cli import out_option, run
 from repro.io import atomic_write_text
 from repro.report.paper import table_spec, table_ids
 from repro.report.render import render_index
@@ -61,7 +63,7 @@ def write_report_tex(out_dir: Path, stems: list[str]) -> Path:
 
 
 @click.command()
-@click.option("--tables", "out_dir", type=click.Path(path_type=Path), default=Path("tables"), show_default=True)
+@out_option
 def main(out_dir: Path) -> None:
     ids = [t for t in table_ids() if (out_dir / f"{table_spec(t).stem}.json").exists()]
     index = render_index(out_dir, ids, figures=FIGURES)
@@ -73,4 +75,4 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main, "python -m repro.report"))
