@@ -134,3 +134,17 @@ def test_respaced_timesteps_map_to_the_full_grid():
     torch.testing.assert_close(via_full, via_spaced, rtol=1e-12, atol=1e-9)
     with pytest.raises(UserError, match="grid"):
         NetworkInput(lambda z, t, e: z, spaced, "shifted")(z[:1], torch.tensor([1]), [e[0][:1]])
+
+
+@pytest.mark.parametrize("reading", NETWORK_INPUTS)
+def test_every_reading_drives_the_respaced_sampler(reading):
+    from repro.diffusion import Modality, ancestral_sample
+
+    model = tiny_x_model()
+    full = MTProcess.from_config("cosine", 1000, "paper", 1)
+    spaced = MTProcess.from_config("cosine", 1000, "paper", 1, respacing=10)
+    masked = batch(B=2)[1]["mask"].float()
+    net = NetworkInput(model, full, reading)   # built once on the training process
+    z, x = ancestral_sample(net, spaced, masked.shape, [Modality("mask", lambda m: m, known=masked)],
+                            generator=torch.Generator().manual_seed(0), clip_denoised=True)
+    assert torch.isfinite(z).all() and torch.equal(x["mask"], masked)
