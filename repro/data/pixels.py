@@ -22,9 +22,22 @@ def to_model_space(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x.movedim(-1, -3).float() / 127.5 - 1.0).contiguous()
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3] (rounded, clipped); inverse of `to_model_space`."""
-    x = ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+UINT8_ROUNDINGS = ("round", "truncate")
+
+
+def to_uint8(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
+    """float [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3], clipped; inverse of `to_model_space`.
+
+    ``rounding="round"`` (ours) takes the nearest byte, so ``to_model_space`` then
+    ``to_uint8`` gives back every byte. ``"truncate"`` is ADM's export (guided-diffusion's
+    sampling scripts scale by 127.5, clamp and cast, and the cast drops the fraction):
+    about half of all pixels land one level lower than rounding puts them, a bias of
+    -0.5 levels that matters when samples are scored against ADM's reference batches.
+    """
+    if rounding not in UINT8_ROUNDINGS:
+        raise UserError(f"unknown uint8 rounding {rounding!r}; choose one of {', '.join(UINT8_ROUNDINGS)}")
+    x = (images.detach().float().cpu() + 1.0) * 127.5
+    x = (x.round() if rounding == "round" else x).clamp(0, 255).to(torch.uint8)
     return x.movedim(-3, -1).contiguous().numpy()
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from repro.diffusion.process import MTProcess
+from repro.diffusion.vlb import vlb_term
 from repro.errors import UserError
 
 MODALITY_KINDS = ("categorical", "continuous")
@@ -77,13 +78,17 @@ def training_losses(
     *,
     steps: Tensor | None = None,
     noise: Tensor | None = None,
+    vlb_weight: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One iteration of Algorithm 2 up to the gradient step; returns eq. 6's total and parts.
 
     The i-th entry of ``encoders`` is modality i of ``process`` (row i of its weights).
     Heads are trained to predict ``targets`` (default: the modality data ``x``) for the
     modalities listed in ``kinds``. ``model(z_t, t_model, e)`` returns ``(eps, preds)``
-    (a third output, a learned variance, is not trained here: the paper fixes it).
+    or ``(eps, preds, var_values)``. The paper fixes the variance, so a learned one is
+    trained only with ``vlb_weight > 0``: ADM's hybrid objective adds ``vlb_weight``
+    times `repro.diffusion.vlb.vlb_term` (part ``"vlb"``; the mean under stop-gradient,
+    ADM's weight is `HYBRID_VLB_WEIGHT` = 1).
     Randomness (steps and noise) comes from ``generator`` only, through
     ``draw_steps_and_noise``, unless ``steps`` and ``noise`` are given: data-parallel
     training draws them for the global batch and hands each rank its slice.
@@ -98,9 +103,16 @@ def training_losses(
     with torch.no_grad():
         e = [encode(x[name]) for name, encode in encoders.items()]
     z_t = process.q_sample(z0, e, k, noise)
-    eps_pred, preds, *_ = model(z_t, process.timesteps.to(device)[k], e)
+    eps_pred, preds, *rest = model(z_t, process.timesteps.to(device)[k], e)
     parts_targets = x if targets is None else targets
-    return MultiTaskLoss(lam)(eps_pred, noise, preds, parts_targets, kinds)
+    total, parts = MultiTaskLoss(lam)(eps_pred, noise, preds, parts_targets, kinds)
+    if vlb_weight:
+        var_values = rest[0] if rest else None
+        if var_values is None:
+            raise UserError("the hybrid loss (L_vlb) trains a learned variance: build the model with learn_sigma")
+        parts["vlb"] = vlb_term(process, z0, z_t, e, k, eps_pred, var_values).mean()
+        total = total + vlb_weight * parts["vlb"]
+    return total, parts
 
 
 def draw_steps_and_noise(process: MTProcess, shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,

@@ -121,8 +121,9 @@ class MTProcess:
         """
         if n_modalities < 0:
             raise UserError(f"number of modalities must be >= 0, got {n_modalities}")
-        w = aggregation_weights(weights, T, weight_value)
-        process = cls(make_betas(schedule, T), np.tile(w, (n_modalities, 1)))
+        betas = make_betas(schedule, T)
+        w = aggregation_weights(weights, T, weight_value, betas=betas)
+        process = cls(betas, np.tile(w, (n_modalities, 1)))
         if respacing is None or respacing == "":
             return process
         return process.respace(space_timesteps(T, respacing))
