@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repro.diffusion import Modality, MTProcess, ancestral_sample, ddim_sample
+from repro.diffusion import Modality, MTProcess, algorithm1, ddim_sample
 from repro.diffusion.loss import IGNORE_INDEX
 from repro.errors import UserError
 
 CONDITIONS = ("none", "complete", "joint")
-SAMPLERS = {"ancestral": ancestral_sample, "ddim": ddim_sample}
+SAMPLERS = {"ancestral": algorithm1, "ddim": ddim_sample}
 
 
 class SingleTaskGeneration:
@@ -164,7 +164,7 @@ def restore_for_generation(task, model: nn.Module, process: MTProcess, originals
             if not num_classes:
                 raise UserError("classifier guidance needs the number of classes")
             guidance = classifier_guidance(classifier, torch.randint(num_classes, (len(x0),), generator=g))
-        z, _ = ancestral_sample(model, process, tuple(x0.shape), [Modality(names[0], encode, known=masked)],
+        z, _ = algorithm1(model, process, tuple(x0.shape), [Modality(names[0], encode, known=masked)],
                                 prior=prior, generator=g, clip_denoised=clip_denoised, guidance=guidance,
                                 guidance_scale=guidance_scale, progress=progress)
         z = z.clamp(-1, 1)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from repro.data.masks import apply_mask, random_patch_masks
 from repro.data.pixels import to_uint8
-from repro.diffusion import Modality, MTProcess, ancestral_sample, sdedit
+from repro.diffusion import Modality, MTProcess, algorithm1, sdedit
 from repro.errors import UserError
 from repro.io import atomic_save_npz
 from repro.nn import MTDiffusionModel, OutputBlockHead
@@ -119,7 +119,7 @@ def restore(method: str, masked: Tensor, mask: Tensor, *, model: MTDiffusionMode
                         progress=True)
     elif method == "mt_restore":      # Algorithm 1, conditional: the masked image is the known modality
         known = Modality(MODALITY, identity, known=masked)
-        out, _ = ancestral_sample(model, process, tuple(masked.shape), [known], prior=prior,
+        out, _ = algorithm1(model, process, tuple(masked.shape), [known], prior=prior,
                                   generator=generator, clip_denoised=clip_denoised, progress=True)
     else:
         raise UserError(f"unknown restoration method {method!r} (clean_masked, sdedit, mt_restore)")

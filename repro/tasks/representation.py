@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from repro.data.pixels import to_uint8
-from repro.diffusion import Modality, MTProcess, ancestral_sample
+from repro.diffusion import Modality, MTProcess, algorithm1
 from repro.errors import UserError
 from repro.io import atomic_save_npz
 from repro.nn import MTDiffusionModel, PooledMLPHead
@@ -193,7 +193,7 @@ class RepresentationTask:
             joint = _JointNetwork(self, model)
             # Algorithm 1, line 3: the unknown representation starts from random data.
             r0 = torch.randn(b, self.rep_dim, generator=g)
-            z, x = ancestral_sample(joint, process, (b, 3, self.resolution, self.resolution),
+            z, x = algorithm1(joint, process, (b, 3, self.resolution, self.resolution),
                                     [Modality(MODALITY, joint.encode, init=r0)], prior=cfg["diffusion"]["prior"],
                                     generator=g, clip_denoised=smp["clip_denoised"])
             images.append(z.clamp(-1, 1))

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from repro.data.pixels import colorize, nearest_palette_ids, to_model_space, to_uint8
-from repro.diffusion import MTProcess, ancestral_sample
+from repro.diffusion import MTProcess, algorithm1
 from repro.errors import UserError
 from repro.io import atomic_save_npz
 from repro.nn import MTDiffusionModel, OutputBlockHead
@@ -274,7 +274,7 @@ class TranslationTask:
             # Algorithm 1, line 3: the unknown modality starts from random data.
             x_init = torch.randn(src.shape, generator=g)
             return translate_known_z(model, process, src, x_init, g, clip=clip)
-        out, _ = ancestral_sample(functools.partial(model, cond=src), process, tuple(src.shape), [],
+        out, _ = algorithm1(functools.partial(model, cond=src), process, tuple(src.shape), [],
                                   prior=prior, generator=g, clip_denoised=clip)
         return out
 
