@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from repro.jobs import samples as samples_format
 from repro.table import cli
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,8 @@ def test_both_rows_score_the_same_joint_samples(representation):
     assert len({j["deps"]["samples"] for j in evaluations}) == 1
     [sample] = [d for d in (representation / "jobs").iterdir()
                 if json.loads((d / "job.json").read_text())["kind"] == "sample"]
-    arr = np.load(sample / "joint.npz")
+    arr = samples_format.read(sample)
+    assert arr.kind == "joint"
     assert arr["images"].dtype == np.uint8 and arr["representations"].shape == (len(arr["images"]), 256)
 
 
