@@ -56,9 +56,10 @@ def test_encoder_is_the_unet_through_cross_attention_without_gradient():
     for p in model.parameters():   # leave the zero init, so that every path carries signal
         p.data.add_(0.05 * torch.randn_like(p))
     r = torch.randn(3, 6, requires_grad=True)
-    e = task.encode(r)
+    encode = task.encoders(model, "mt")[MODALITY]
+    e = encode(r)
     assert e.shape == (3, 3, 8, 8) and not e.requires_grad
-    assert not torch.allclose(e, task.encode(torch.randn(3, 6)))       # E depends on r
+    assert not torch.allclose(e, encode(torch.randn(3, 6)))            # E depends on r
     # the joint network gives the network call the representation the sampler just encoded
     joint = _JointNetwork(task, model)
     z, t = torch.randn(3, 3, 8, 8), torch.full((3,), 4)

@@ -37,6 +37,7 @@ class Task(abc.ABC):
     variants: ClassVar[tuple[str, ...]]  # model variants this task builds (Table 2's rows)
     kinds: dict[str, str]                # modality name -> "continuous" | "categorical" (the heads trained)
     num_classes: int | None = None       # object classes the task itself models (image-label), else None
+    samples_kind: ClassVar[str | None] = None   # what `sample` returns (a kind of repro.jobs.samples)
 
     @classmethod
     @abc.abstractmethod
@@ -96,8 +97,7 @@ class Task(abc.ABC):
 
     def sample(self, cfg: Mapping[str, Any], model: nn.Module | None, process: MTProcess | None,
                part: str = "all") -> dict[str, np.ndarray]:
-        """One part of a row's samples as arrays (names: `repro.jobs.samples.KINDS[self.samples_kind]`)."""
+        """One part of a row's samples as arrays (the names `repro.jobs.samples.KINDS` gives for
+        `samples_kind`); never writes files."""
         raise UserError(f"the {self.name} task has no sampling rows of its own: use the generation rows "
                         f"(method: generate)")
-
-    samples_kind: ClassVar[str | None] = None   # the kind of samples `sample` returns
