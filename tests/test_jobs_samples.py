@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from repro.errors import UserError
 from repro.jobs import samples
 
 
@@ -46,3 +47,9 @@ def test_undeclared_arrays_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown kind"):
         samples.write(tmp_path, "videos", {})
     assert not samples.exists(tmp_path)
+
+
+def test_a_job_of_the_older_layout_is_named_for_resampling(tmp_path):
+    np.savez(tmp_path / "restored_m4.npz", restored=imgs(1, 0))
+    with pytest.raises(UserError, match=f"{tmp_path} holds samples in an older layout .*rm -r {tmp_path}"):
+        samples.read(tmp_path)

@@ -24,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
+from repro.errors import UserError
 from repro.io import atomic_save_npz
 
 FILE = "samples.npz"
@@ -97,7 +98,12 @@ def exists(job_dir) -> bool:
 
 
 def read(job_dir) -> Samples:
-    """The samples a job wrote (`write`)."""
+    """The samples a job wrote (`write`). UserError for a finished job of an older layout
+    (per-kind files such as restored_m4.npz, before this format): it has to be sampled again."""
+    folder = path(job_dir).parent
+    if not exists(job_dir) and any(folder.glob("*.npz")):
+        raise UserError(f"{folder} holds samples in an older layout (no {FILE}): delete that folder "
+                        f"(rm -r {folder}) and run the table again to resample it")
     with np.load(path(job_dir)) as f:
         arrays = {k: f[k] for k in f.files}
     kind = str(arrays.pop("kind"))
