@@ -41,7 +41,7 @@ def bench_variant(cfg, variant: str, iters: int) -> dict[str, float]:
     g = torch.Generator().manual_seed(0)
     images = torch.rand(cfg.train.batch_size, 3, task.resolution, task.resolution) * 2 - 1
     labels = torch.zeros(len(images), dtype=torch.long)
-    encoders = task.encoders(variant)
+    encoders = task.encoders(model, variant)
 
     def train_step() -> None:
         z0, x, _ = task.batch(images, labels, g)

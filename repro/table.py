@@ -24,8 +24,8 @@ MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked man
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before a job starts."""
+    from repro.data.registry import check_data
     from repro.dispatch import check_cluster
-    from repro.jobs.datasets import check_data
     from repro.tasks import check_task
 
     check_cluster(cfg.cluster)
@@ -107,13 +107,13 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
 
 def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
     """tables/figures/<key>_restorations.{png,pdf} from the rows' saved samples."""
+    from repro.jobs import samples as samples_format
     from repro.report.figures import plot_restorations
 
     samples = {}
     for r in rows:
-        sample_dir = store.dir(r.job.deps["samples"])
-        files = sample_dir.result()["files"]
-        samples[r.name] = {int(m): sample_dir / f for m, f in files.items()}
+        saved = samples_format.read(store.dir(r.job.deps["samples"]))
+        samples[r.name] = {int(m): saved.restorations(m) for m in saved.parts()}
     return plot_restorations(samples, Path(out_dir) / "figures" / f"{key}_restorations")[0]
 
 
@@ -122,9 +122,8 @@ def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Pa
     generation rows as a grid with the class of each image above it (generated jointly, or
     given); translation rows as source / generated / ground-truth strips (the paper's Figures
     7-10); joint image-representation pairs as a grid. Table 1 has its own figure."""
-    import numpy as np
-
     from repro.data import OBJECT_CLASSES
+    from repro.jobs import samples as samples_format
     from repro.report.figures import plot_image_rows, plot_sample_grid
 
     written, seen = [], set()
@@ -136,8 +135,8 @@ def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Pa
         d, row = store.dir(job), job.config.get("row", {})
         slug = re.sub(r"[^A-Za-z0-9]+", "_", r.name.replace("*", " star ")).strip("_")   # M* != M
         path = Path(out_dir) / "figures" / f"{cfg.table.key}_{slug}_samples"
-        if (d / "samples.npz").exists():          # Tables 2-3: generate jobs
-            arr = np.load(d / "samples.npz")
+        arr = samples_format.read(d)
+        if arr.kind == "generations":             # Tables 2-3: generate jobs
             captions, what = None, "samples"
             label_is = _label_meaning(job)
             if row.get("method") == "restore":
@@ -147,16 +146,15 @@ def sample_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> list[Pa
                 captions = [names[k] if names else f"class {k}" for k in arr["labels"].tolist()]
                 what = f"samples; above each, {label_is}"
             written += plot_sample_grid(arr["images"], path, title=f"{r.name}: {what}", captions=captions)[:1]
-        elif (d / "translations.npz").exists():   # Table 4, night2day
+        elif arr.kind == "translations":          # Table 4, night2day
             if row.get("method") == "ground_truth":
                 continue
-            arr, n = np.load(d / "translations.npz"), 8
+            n = 8
             src, tgt = cfg.task.source, cfg.task.target
             lines = [(src, arr["source"][:n]), (f"{tgt}: {r.name}", arr["generated"][:n]),
                      (f"{tgt}: ground truth", arr["truth"][:n])]
             written += plot_image_rows(lines, path, n=n, title=f"{src} to {tgt}: {r.name}")[:1]
-        elif (d / "joint.npz").exists():          # joint image-representation pairs
-            arr = np.load(d / "joint.npz")
+        elif arr.kind == "joint":                 # joint image-representation pairs
             written += plot_sample_grid(arr["images"], path, title=f"{r.name}: images drawn jointly with their "
                                                                   f"representations")[:1]
     # A renamed or removed row must not leave its old figure behind (the results page lists them all).

@@ -8,7 +8,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from repro.diffusion import (  # noqa: E402
-    Modality, MTProcess, aggregation_weights, ancestral_sample, ddim_sample, make_betas, sdedit, space_timesteps,
+    Modality, MTProcess, aggregation_weights, algorithm1, ddim_sample, make_betas, sdedit, space_timesteps,
 )
 from repro.errors import UserError  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_ancestral_loop_matches_diffusers_ddpm(schedule, n_steps, atol):
     if n_steps != 1000:
         process = process.respace(space_timesteps(1000, f"ddim{n_steps}"))
     known = Modality("m", encode=lambda v: v, known=torch.full(shape, 3.0))
-    z, _ = ancestral_sample(lambda z, t, e: (eps(z, t), {}), process, shape, [known],
+    z, _ = algorithm1(lambda z, t, e: (eps(z, t), {}), process, shape, [known],
                             generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(z, x, atol=atol, rtol=0)
 
@@ -118,7 +118,7 @@ def test_learned_range_step_matches_diffusers(k):
                      generator=torch.Generator().manual_seed(9)).prev_sample
     model = Recorder(eps, var_fn=v)
     process = MTProcess(make_betas("cosine", 1000), np.zeros((0, 1000)))
-    ancestral_sample(model, process, shape, [], generator=torch.Generator().manual_seed(9),
+    algorithm1(model, process, shape, [], generator=torch.Generator().manual_seed(9),
                      start_step=k, z_start=z_start)
     torch.testing.assert_close(model.z[1], ref, atol=1e-5, rtol=1e-4)  # z_{k-1} = input of the next call
 
@@ -154,7 +154,7 @@ def test_mt_samplers_recover_gaussian_data(sampler, respacing, prior, e_value):
     if respacing:
         process = process.respace(space_timesteps(T, respacing))
     modality = Modality("m", encode=lambda v: v, known=torch.full((n, 1), e_value, dtype=torch.float64))
-    run = ancestral_sample if sampler == "ancestral" else ddim_sample
+    run = algorithm1 if sampler == "ancestral" else ddim_sample
     z, x = run(gaussian_oracle("linear", T, w, e_value), process, (n, 1), [modality], prior=prior,
                generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     se = np.sqrt(S2 / n)
@@ -170,7 +170,7 @@ def test_paper_prior_is_wrong_when_the_offset_is_large():
     w = aggregation_weights("paper", T)
     process = MTProcess(make_betas("linear", T), w[None])
     modality = Modality("m", encode=lambda v: v, known=torch.full((n, 1), 0.5, dtype=torch.float64))
-    z, _ = ancestral_sample(gaussian_oracle("linear", T, w, 0.5), process, (n, 1), [modality], prior="paper",
+    z, _ = algorithm1(gaussian_oracle("linear", T, w, 0.5), process, (n, 1), [modality], prior="paper",
                             generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert abs(z.mean().item() - MU) > 1.0
 
@@ -183,7 +183,7 @@ def test_ddim_eta1_equals_ancestral():
     mods = [Modality("a", encode=lambda v: 0.5 * v, known=torch.ones(shape, dtype=torch.float64)),
             Modality("y", encode=lambda v: v, init=torch.zeros(shape, dtype=torch.float64))]
     kw = dict(prior="shifted", dtype=torch.float64)
-    z1, x1 = ancestral_sample(Recorder(eps, preds), process, shape, mods,
+    z1, x1 = algorithm1(Recorder(eps, preds), process, shape, mods,
                               generator=torch.Generator().manual_seed(3), **kw)
     z2, x2 = ddim_sample(Recorder(eps, preds), process, shape, mods, generator=torch.Generator().manual_seed(3),
                          eta=1.0, **kw)
@@ -207,7 +207,7 @@ def test_clip_denoised_is_a_no_op_inside_the_box():
         return (z - a.sqrt() * z0_star - c * e_value) / (1 - a).sqrt(), {}
 
     mod = Modality("m", encode=lambda v: v, known=torch.full(shape, e_value, dtype=torch.float64))
-    out = [ancestral_sample(oracle, process, shape, [mod], clip_denoised=clip, prior="shifted",
+    out = [algorithm1(oracle, process, shape, [mod], clip_denoised=clip, prior="shifted",
                             generator=torch.Generator().manual_seed(0), dtype=torch.float64)[0]
            for clip in (False, True)]
     torch.testing.assert_close(out[1], out[0], rtol=1e-9, atol=1e-9)
@@ -219,7 +219,7 @@ def test_clip_denoised_is_a_no_op_inside_the_box():
     steps = []
     for clip in (False, True):
         model = Recorder(far)
-        ancestral_sample(model, process, shape, [mod], clip_denoised=clip, start_step=k, z_start=z_start,
+        algorithm1(model, process, shape, [mod], clip_denoised=clip, start_step=k, z_start=z_start,
                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         steps.append(model.z[1])
     e = [mod.known]
@@ -241,7 +241,7 @@ def test_algorithm1_encodes_current_data_and_updates_unknown_modalities():
     preds = lambda call, z: {"y": torch.full(shape, float(call)), "a": torch.full(shape, 99.0)}  # noqa: E731
     model = Recorder(lambda z, t: 0.1 * z, preds)
     mods = [Modality("a", enc_a, known=known), Modality("y", enc_y, init=init)]
-    _, x = ancestral_sample(model, process, shape, mods, generator=torch.Generator().manual_seed(0))
+    _, x = algorithm1(model, process, shape, mods, generator=torch.Generator().manual_seed(0))
     assert len(model.z) == 5
     assert [t.tolist() for t in model.t] == [[t, t] for t in process.timesteps.flip(0).tolist()]
     torch.testing.assert_close(model.e[0][1], enc_y(init))
@@ -258,7 +258,7 @@ def test_last_step_uses_the_encodings_from_before_the_update():
     init = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     eps_fn = lambda z, t: torch.sin(z)  # noqa: E731
     model = Recorder(eps_fn, lambda call, z: {"y": torch.full(shape, 5.0)})
-    z, _ = ancestral_sample(model, process, shape, [Modality("y", lambda v: v, init=init)],
+    z, _ = algorithm1(model, process, shape, [Modality("y", lambda v: v, init=init)],
                             generator=torch.Generator().manual_seed(0), start_step=0, z_start=z_start)
     torch.testing.assert_close(z, process.mean_from_eps(z_start, eps_fn(z_start, 0), [init], 0))
 
@@ -272,10 +272,10 @@ def test_priors_and_seeds():
     for prior, expected in [("paper", first),
                             ("shifted", first + process.offset([e_data], 49, first))]:
         model = Recorder(eps)
-        ancestral_sample(model, process, shape, [Modality("m", lambda v: v, known=e_data)], prior=prior,
+        algorithm1(model, process, shape, [Modality("m", lambda v: v, known=e_data)], prior=prior,
                          generator=torch.Generator().manual_seed(7))
         torch.testing.assert_close(model.z[0], expected)
-    run = lambda seed: ancestral_sample(lambda z, t, e: (eps(z, t), {}), process, shape,  # noqa: E731
+    run = lambda seed: algorithm1(lambda z, t, e: (eps(z, t), {}), process, shape,  # noqa: E731
                                         [Modality("m", lambda v: v, known=e_data)],
                                         generator=torch.Generator().manual_seed(seed))[0]
     assert torch.equal(run(1), run(1))
@@ -299,7 +299,7 @@ def test_sdedit_starts_from_the_perturbed_guide():
 
 
 # ---------------------------------------------------------------- classifier guidance
-@pytest.mark.parametrize("sampler", [ancestral_sample, ddim_sample])
+@pytest.mark.parametrize("sampler", [algorithm1, ddim_sample])
 def test_guidance_scale_zero_is_bit_exact(sampler):
     process = MTProcess.from_config("cosine", 100, "paper", 1, respacing=20)
     shape = (2, 3, 4, 4)
@@ -328,7 +328,7 @@ def test_constant_guidance_shifts_the_mean_by_scale_var_grad(learned):
     runs = []
     for guidance in (None, lambda z, t: grad):
         model = Recorder(toy_eps(abar_table("linear", 100)), var_fn=var_fn)
-        ancestral_sample(model, process, shape, mods, generator=torch.Generator().manual_seed(0), start_step=k,
+        algorithm1(model, process, shape, mods, generator=torch.Generator().manual_seed(0), start_step=k,
                          z_start=z_start, guidance=guidance, guidance_scale=scale, dtype=torch.float64)
         runs.append(model.z[1])  # z_{k-1}
     var, _ = process.model_variance(k, z_start, var_fn(z_start, None) if learned else None)
@@ -365,7 +365,7 @@ def test_sampler_outputs_finite_with_paper_weights_at_T1000(schedule):
     model = lambda z, t, e: (eps(z, t), {"y": torch.tanh(z)})  # noqa: E731
     mods = [Modality("a", lambda v: v, known=torch.ones(shape)), Modality("y", lambda v: v, init=torch.zeros(shape))]
     for prior in ("paper", "shifted"):
-        z, x = ancestral_sample(model, process, shape, mods, prior=prior, generator=torch.Generator().manual_seed(0),
+        z, x = algorithm1(model, process, shape, mods, prior=prior, generator=torch.Generator().manual_seed(0),
                                 clip_denoised=prior == "paper")
         assert torch.all(torch.isfinite(z)) and torch.all(torch.isfinite(x["y"]))
     z, _ = ddim_sample(model, process.respace(space_timesteps(1000, 50)), shape, mods, prior="shifted",
@@ -377,10 +377,10 @@ def test_bad_sampler_inputs():
     process = MTProcess.from_config("cosine", 10, "zero", 1)
     model = lambda z, t, e: (z, {})  # noqa: E731
     with pytest.raises(UserError):
-        ancestral_sample(model, process, (1, 2), [Modality("m", lambda v: v, known=torch.zeros(1, 2))],
+        algorithm1(model, process, (1, 2), [Modality("m", lambda v: v, known=torch.zeros(1, 2))],
                          prior="gaussian", generator=torch.Generator())
     with pytest.raises(UserError):
-        ancestral_sample(model, process, (1, 2), [Modality("m", lambda v: v)], generator=torch.Generator())
+        algorithm1(model, process, (1, 2), [Modality("m", lambda v: v)], generator=torch.Generator())
     with pytest.raises(UserError):
-        ancestral_sample(model, process, (1, 2), [Modality("m", lambda v: v, known=torch.zeros(1, 2))],
+        algorithm1(model, process, (1, 2), [Modality("m", lambda v: v, known=torch.zeros(1, 2))],
                          start_step=10, generator=torch.Generator())

@@ -51,7 +51,7 @@ def test_label_encoder_is_the_unet_on_a_zero_image_at_t0():
     task, model = tiny_task("M")
     randomize_(model)
     y = torch.tensor([0, 3, IGNORE_INDEX, 9])
-    e = task.encoders("M")["label"](y)
+    e = task.encoders(model, "M")["label"](y)
     b = model.backbone
     expected = b(torch.zeros(4, 3, 16, 16), torch.zeros(4, dtype=torch.long), y=torch.tensor([0, 3, 0, 9]))
     torch.testing.assert_close(e[[0, 1, 3]], expected[[0, 1, 3]])
@@ -59,7 +59,8 @@ def test_label_encoder_is_the_unet_on_a_zero_image_at_t0():
     assert not torch.equal(e[0], e[1])                        # classes are told apart
     assert not e.requires_grad                                # stop-gradient
     logits = torch.randn(4, 10)                               # head logits fed back: their argmax class
-    torch.testing.assert_close(task.encoders("M")["label"](logits), task.encoders("M")["label"](logits.argmax(1)))
+    encode = task.encoders(model, "M")["label"]
+    torch.testing.assert_close(encode(logits), encode(logits.argmax(1)))
 
 
 def test_stop_gradient_leaves_real_class_embeddings_untouched():
@@ -72,7 +73,7 @@ def test_stop_gradient_leaves_real_class_embeddings_untouched():
     z0, x, net_inputs = task.batch(images, labels, g)
     assert torch.equal(net_inputs["y"], torch.full((6,), 10))
     net = lambda z, t, e: model(z, t, e, **net_inputs)  # noqa: E731
-    loss, parts = training_losses(net, process, z0, x, task.encoders("M"), task.kinds, 0.1, g)
+    loss, parts = training_losses(net, process, z0, x, task.encoders(model, "M"), task.kinds, 0.1, g)
     assert set(parts) == {"eps", "label"} and parts["label"] > 0
     loss.backward()
     grad = model.backbone.label_emb.weight.grad
@@ -101,7 +102,7 @@ def test_single_task_generation_is_plain_ddpm_loss():
     z0, x, net_inputs = wrapped.batch(images, labels, torch.Generator().manual_seed(0))
     assert (x["label"] == IGNORE_INDEX).all() and wrapped.kinds == {}
     net = lambda z, t, e: model(z, t, e, **net_inputs)  # noqa: E731
-    loss, parts = training_losses(net, process, z0, x, wrapped.encoders("E"), wrapped.kinds, 0.1,
+    loss, parts = training_losses(net, process, z0, x, wrapped.encoders(model, "E"), wrapped.kinds, 0.1,
                                   torch.Generator().manual_seed(5))
     # Oracle: DDPM's loss with the same draws (no modalities at all).
     ddpm = MTProcess.from_config("cosine", 100, "zero", 0)

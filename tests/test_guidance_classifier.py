@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.diffusion import MTProcess
-from repro.tasks.generation import classifier_guidance, generate
+from repro.diffusion import classifier_guidance
+from repro.tasks.generation import generate
 from repro.tasks.image_label import ImageLabelTask, build_classifier
 
 TINY_UNET = dict(model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8],

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from repro.jobs import samples as samples_format
 from repro.table import cli
 
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def test_samples_are_day_images_of_the_test_night_scenes(night2day):
     """Every row translates the same test nights; the ground-truth row's samples are the real days."""
     sources, truths = [], {}
     for job, d in _jobs(night2day, "sample"):
-        arr = np.load(d / "translations.npz")
+        arr = samples_format.read(d)
         sources.append(arr["source"])
         truths[job["config"]["row"]["method"]] = arr
         assert arr["generated"].shape == arr["truth"].shape == arr["source"].shape

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from repro.jobs import samples as samples_format
 from repro.table import cli
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,8 @@ def test_both_rows_score_the_same_joint_samples(representation):
     assert len({j["deps"]["samples"] for j in evaluations}) == 1
     [sample] = [d for d in (representation / "jobs").iterdir()
                 if json.loads((d / "job.json").read_text())["kind"] == "sample"]
-    arr = np.load(sample / "joint.npz")
+    arr = samples_format.read(sample)
+    assert arr.kind == "joint"
     assert arr["images"].dtype == np.uint8 and arr["representations"].shape == (len(arr["images"]), 256)
 
 
@@ -54,9 +56,10 @@ def test_encoder_is_the_unet_through_cross_attention_without_gradient():
     for p in model.parameters():   # leave the zero init, so that every path carries signal
         p.data.add_(0.05 * torch.randn_like(p))
     r = torch.randn(3, 6, requires_grad=True)
-    e = task.encode(r)
+    encode = task.encoders(model, "mt")[MODALITY]
+    e = encode(r)
     assert e.shape == (3, 3, 8, 8) and not e.requires_grad
-    assert not torch.allclose(e, task.encode(torch.randn(3, 6)))       # E depends on r
+    assert not torch.allclose(e, encode(torch.randn(3, 6)))            # E depends on r
     # the joint network gives the network call the representation the sampler just encoded
     joint = _JointNetwork(task, model)
     z, t = torch.randn(3, 3, 8, 8), torch.full((3,), 4)

@@ -11,6 +11,7 @@ import torch
 
 from repro.config import compose
 from repro.figure import cli as figure_cli
+from repro.jobs import samples as samples_format
 from repro.jobs.store import JobStore
 from repro.plan import plan
 from repro.table import cli
@@ -105,7 +106,8 @@ def test_joint_rows_generate_labels(table2):
     store = JobStore(root / "jobs")
     for r in plan(cfg):
         gen = store.dir(r.job.deps["samples"])
-        arr = np.load(gen / gen.result()["file"])
+        arr = samples_format.read(gen)
+        assert arr.kind == "generations"
         assert arr["images"].dtype == np.uint8 and arr["images"].shape == (8, 16, 16, 3)
         if r.name in ("ADM (class cond)", "MT-Diffusion-M", "MT-Diffusion-E"):
             assert ((arr["labels"] >= 0) & (arr["labels"] < 10)).all()
@@ -121,7 +123,7 @@ def test_reevaluation_from_saved_samples_is_identical(table2, monkeypatch, capsy
     cfg = compose("2", "tiny", overrides=[f"data.root={root / 'data'}"])
     store = JobStore(root / "jobs")
     rows = [r for r in plan(cfg) if r.name in ("ADM (un-cond)", "MT-Diffusion-E")]
-    samples = {r.name: store.dir(r.job.deps["samples"]) / "samples.npz" for r in rows}
+    samples = {r.name: samples_format.path(store.dir(r.job.deps["samples"])) for r in rows}
     mtimes = {k: p.stat().st_mtime_ns for k, p in samples.items()}
     for r in rows:
         shutil.rmtree(store.dir(r.job).path)

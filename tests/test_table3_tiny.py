@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from repro.config import compose
-from repro.jobs.datasets import load_images
+from repro.data.registry import load_images
+from repro.jobs import samples as samples_format
 from repro.jobs.store import JobStore
 from repro.plan import plan
 from repro.table import cli
@@ -32,7 +33,7 @@ def table3(tmp_path_factory):
 
 def samples(root, job) -> dict:
     d = JobStore(root / "jobs").dir(job.deps["samples"])
-    return dict(np.load(d / "samples.npz")), d.result()
+    return samples_format.read(d).arrays, d.result()
 
 
 def test_every_row_with_claims(table3):

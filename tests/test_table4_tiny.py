@@ -67,8 +67,13 @@ def test_ground_truth_label_images_decode_to_perfect_scores(tmp_path):
            "row": {"name": "truth", "method": "ground_truth"}, "eval": {"n_images": 12},
            "sample": {"batch_size": 5, "clip_denoised": True}, "diffusion": {"prior": "paper"}, "seed": 0,
            "table": {"columns": list(COLUMNS)}}
-    res = TranslationTask.from_config(cfg).sample(cfg, tmp_path, None, None)
-    (tmp_path / "result.json").write_text(json.dumps(res))
+    from repro.data.registry import dataset
+    from repro.jobs import samples as samples_format
+
+    arrays = TranslationTask.from_config(cfg).sample(cfg, None, None)
+    assert set(arrays) == {"source", "truth", "generated", "ids_true", "ids_pred"} and len(arrays["source"]) == 12
+    samples_format.write(tmp_path, "translations", arrays)
+    res = {"n_images": 12, "method": "ground_truth", "num_classes": len(dataset(cfg["data"]).palette)}
 
     class Dir:
         def __truediv__(self, name):
@@ -82,9 +87,9 @@ def test_ground_truth_label_images_decode_to_perfect_scores(tmp_path):
 
 
 def test_mt_translation_reads_the_head_at_the_last_step():
-    """translate_known_z returns the head's output on z_0 noised by eq. 4 at step 0."""
-    from repro.diffusion import MTProcess
-    from repro.tasks.translation import TARGET, translate_known_z
+    """sample_known_z returns the head's output on z_0 noised by eq. 4 at step 0."""
+    from repro.diffusion import MTProcess, sample_known_z
+    from repro.tasks.translation import TARGET
 
     process = MTProcess.from_config("linear", 100, "paper", 1, respacing="5")
     z0 = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
@@ -95,7 +100,7 @@ def test_mt_translation_reads_the_head_at_the_last_step():
         return torch.zeros_like(z), {TARGET: torch.tanh(2 * z)}
 
     x0 = torch.randn(z0.shape, generator=torch.Generator().manual_seed(2))
-    out = translate_known_z(model, process, z0, x0, torch.Generator().manual_seed(3))
+    out = sample_known_z(model, process, z0, x0, TARGET, torch.Generator().manual_seed(3))
     assert calls == sorted(calls, reverse=True) and len(calls) == 5 and calls[-1] == 0
     # replay: the same noise draws, the estimate threaded through eq. 4 by hand
     g, x = torch.Generator().manual_seed(3), x0

@@ -1,4 +1,8 @@
-"""Samplers for MT-Diffusion: Algorithm 1 (ancestral), its DDIM form, and SDEdit.
+"""Samplers for MT-Diffusion: Algorithm 1 (`algorithm1`), its DDIM form, and SDEdit.
+
+Its variants live beside this module: classifier guidance (`repro.diffusion.guidance`),
+the known-z loop of translation (`repro.diffusion.known_z`) and the masked restoration
+(`repro.diffusion.restoration`).
 
 All samplers share one loop (Algorithm 1 of the paper, Appendix C): at every step the
 modality data ``X`` is encoded, one network pass gives the noise estimate and every
@@ -51,7 +55,7 @@ class Modality:
     init: Tensor | None = None
 
 
-def ancestral_sample(
+def algorithm1(
     model: Callable,
     process: MTProcess,
     shape: Sequence[int],
@@ -67,29 +71,50 @@ def ancestral_sample(
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Algorithm 1: ``z_{k-1} = mutil_k(z_k, eps) + sqrt(var_k) noise`` (eq. 5), noise-free at k = 0.
+    """Algorithm 1 of the paper (Appendix C, "MT-Diffusion Inference"), in its variable names:
 
-    ``prior``: ``"paper"`` starts from ``z ~ N(0, I)`` as Algorithm 1; ``"shifted"`` from
+        1: z_T ~ N(0, I)
+        2: if modality data x_i (for all i) not initially available then
+        3:     randomly initialise modality data x_i
+        4: end if
+        5: for t = T, ..., 1 do
+        6:     eps ~ N(0, I) if t > 1, else eps = 0
+        7:     e_i = E_i(x_i), for all i                       (modality data encoding)
+        8:     eps_theta(z_t, t), X~ = U-Net(z_t, t)          (estimated noise, predicted modality data)
+        9:     if x_i (for all i) not initially available then
+        10:        update x_i from the new X~, for all i
+        11:    end if
+        12:    z_{t-1} = 1/sqrt(alpha_t) (z_t - beta_t/sqrt(1 - abar_t) eps_theta(z_t, x, t))
+                       - sum_i w_t^(i) e_i + sigma_t eps      (eq. 5's mean mutil_t; sigma_t^2 = btil_t)
+        13: end for
+        14: return z_0, X
+
+    The code counts steps ``k = t - 1 = K-1 .. 0`` (``process.num_steps = K``, respaced).
+    Line 3 is the caller's: a modality is either ``known`` (held fixed: conditional
+    generation) or starts from its ``init`` (joint generation).
+
+    ``prior``: ``"paper"`` starts from ``z ~ N(0, I)`` as line 1; ``"shifted"`` from
     ``sum_i atil e_i + N(0, I)``, the modality-shifted mean of eq. 4. ``clip_denoised``
     clamps the implied z_0 to [-1, 1] and takes the posterior mean (eq. 5) from it.
-    ``guidance`` adds ADM's classifier guidance, ``mean += scale * var * grad``.
-    ``start_step``/``z_start`` start the chain at step ``start_step`` from ``z_start``
-    (SDEdit); without ``z_start`` the prior is drawn at that step.
+    ``guidance`` adds ADM's classifier guidance, ``mean += scale * var * grad``
+    (`repro.diffusion.guidance`). ``start_step``/``z_start`` start the chain at step
+    ``start_step`` from ``z_start`` (SDEdit); without ``z_start`` the prior is drawn at that step.
     Returns ``z_0`` and the final modality data by name (known ones unchanged).
     """
 
     def update(z, eps, var_values, e, k, t_model, noise):
+        # Line 12: the posterior mean mutil_t(z_t, eps_theta) of eq. 5 (with the offsets w_t e_i) ...
         if clip_denoised:
             z0 = process.z0_from_eps(z, eps, e, k).clamp(-1, 1)
             mean, _ = process.posterior_mean_var(z0, z, e, k)
         else:
             mean = process.mean_from_eps(z, eps, e, k)
         var, log_var = process.model_variance(k, z, var_values)
-        if guidance is not None:
+        if guidance is not None:   # ... moved by classifier guidance (ADM), not in the paper ...
             mean = mean + guidance_scale * var * _guidance_grad(guidance, z, t_model)
-        if noise is None:
+        if noise is None:          # ... noise-free at t = 1 (line 6: eps = 0) ...
             return mean
-        return mean + (0.5 * log_var).exp() * noise
+        return mean + (0.5 * log_var).exp() * noise   # ... plus sigma_t eps
 
     return _sampling_loop(
         model, process, shape, modalities, update, prior=prior, generator=generator,
@@ -125,7 +150,7 @@ def ddim_sample(
 
     ``eta = 1`` gives the ancestral sampler's mean and variance; ``eta = 0`` is
     deterministic after the prior. Guidance follows ADM's ``condition_score``:
-    ``eps -= sqrt(1 - abar) * scale * grad``. Other arguments as `ancestral_sample`
+    ``eps -= sqrt(1 - abar) * scale * grad``. Other arguments as `algorithm1`
     (a learned variance, if the model returns one, is unused).
     """
 
@@ -172,7 +197,7 @@ def sdedit(
     ``k0 = round(strength * K) - 1`` (strength 1 = start from the last step). The guide is
     perturbed with eq. 4 without modality terms (``sqrt(abar) x + sqrt(1 - abar) noise``);
     with ``prior="shifted"`` the modality offset ``sum_i atil_{k0} e_i`` is added, as for the
-    shifted prior. The rest is `ancestral_sample` (extra keyword arguments go to it).
+    shifted prior. The rest is `algorithm1` (extra keyword arguments go to it).
     """
     modalities = list(modalities or [])
     K = process.num_steps
@@ -191,7 +216,7 @@ def sdedit(
         x = _initial_data(modalities)
         with torch.no_grad():
             z_start = z_start + process.offset([m.encode(x[m.name]) for m in modalities], k0, z_start)
-    return ancestral_sample(
+    return algorithm1(
         model, process, x_guide.shape, modalities, prior=prior, generator=generator,
         start_step=k0, z_start=z_start, **kwargs,
     )
@@ -220,25 +245,26 @@ def _sampling_loop(
         raise UserError(f"start step {start} is outside 0..{K - 1}")
     device = generator.device
     shape = tuple(shape)
-    x = _initial_data(modalities)
+    x = _initial_data(modalities)   # lines 2-4: known x_i, or the caller's random initial x_i
 
     if z_start is not None:
         z = z_start.to(device=device, dtype=dtype)
     else:
-        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)   # line 1: z_T ~ N(0, I)
         if prior == "shifted":
             z = z + process.offset([m.encode(x[m.name]) for m in modalities], start, z)
 
-    for k in tqdm(range(start, -1, -1), disable=not progress, desc="sampling"):
-        e = [m.encode(x[m.name]) for m in modalities]
+    for k in tqdm(range(start, -1, -1), disable=not progress, desc="sampling"):   # line 5: t = k + 1
+        e = [m.encode(x[m.name]) for m in modalities]                               # line 7: e_i = E_i(x_i)
         t_model = process.timesteps[k].repeat(shape[0]).to(device)
-        eps, preds, var_values = _unpack(model(z, t_model, e))
-        for m in modalities:
-            if m.known is None:
+        eps, preds, var_values = _unpack(model(z, t_model, e))                      # line 8: eps_theta, X~
+        for m in modalities:                                                        # lines 9-11: update the
+            if m.known is None:                                                     # x_i not given from X~
                 x[m.name] = preds[m.name]
+        # line 6 (drawn after the network call, so that the draws match a diffusers scheduler loop)
         noise = torch.randn(shape, generator=generator, device=device, dtype=dtype) if k > 0 else None
-        z = update(z, eps, var_values, e, k, t_model, noise)
-    return z, x
+        z = update(z, eps, var_values, e, k, t_model, noise)                        # line 12: z_{t-1}
+    return z, x                                                                     # line 14
 
 
 def _initial_data(modalities: list[Modality]) -> dict[str, Tensor]:

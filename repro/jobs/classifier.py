@@ -30,7 +30,7 @@ from tqdm import tqdm
 from repro.diffusion import MTProcess
 from repro.errors import UserError
 from repro.io import atomic_save_torch, atomic_write_json
-from repro.jobs.datasets import load_images
+from repro.data.registry import load_images
 from repro.jobs.store import JobDir
 
 FILE = "classifier.pt"
@@ -52,7 +52,8 @@ class MTEClassifier(nn.Module):
 
 def build(cfg: Mapping[str, Any], deps: Mapping[str, JobDir]) -> tuple[nn.Module, dict]:
     """The classifier at its starting point, and what it takes to rebuild it (saved with it)."""
-    from repro.tasks.image_label import build_classifier, num_classes
+    from repro.data.registry import num_classes
+    from repro.tasks.image_label import build_classifier
 
     kind = cfg["source"]["kind"]
     if kind not in SOURCES:
@@ -68,8 +69,8 @@ def build(cfg: Mapping[str, Any], deps: Mapping[str, JobDir]) -> tuple[nn.Module
         task, model, _, train_cfg = load_trained(deps["init"])
         if train_cfg["model"]["variant"] != "E":
             raise UserError(f"classifier source mt_e needs an MT-Diffusion-E model, got variant {train_cfg['model']['variant']}")
-        recipe = {"kind": "mt_e", "train_config": train_cfg, "null_label": task.null_label}
-        return MTEClassifier(model.train().requires_grad_(True), task.null_label), recipe
+        recipe = {"kind": "mt_e", "train_config": train_cfg, "null_label": task.base.null_label}
+        return MTEClassifier(model.train().requires_grad_(True), task.base.null_label), recipe
     recipe = {"kind": "adm", "arch": cfg["classifier"], "resolution": cfg["data"]["resolution"],
               "num_classes": num_classes(cfg["data"])}
     net = rebuild(recipe)

@@ -13,6 +13,7 @@ import torch
 
 from repro.data.pixels import to_model_space
 from repro.errors import UserError
+from repro.jobs import samples as samples_format
 from repro.jobs.store import JobDir
 
 
@@ -35,10 +36,10 @@ def lpips_restoration(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     from repro.metrics import lpips_distance
 
     model, extractor = lpips_model(cfg, deps)
-    files = deps["samples"].result()["files"]
+    saved = samples_format.read(deps["samples"])
     values, sems, n = {}, {}, 0
     for m, column in zip(cfg["eval"]["mask_counts"], cfg["table"]["columns"]):
-        arr = np.load(deps["samples"] / files[str(m)])
+        arr = saved.restorations(m)
         with torch.no_grad():
             d = lpips_distance(model, to_model_space(arr["restored"]), to_model_space(arr["original"]),
                                batch_size=cfg["eval"]["batch_size"])
@@ -49,9 +50,8 @@ def lpips_restoration(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     return {"values": values, "sem": sems, "n_images": n, "feature_extractor": extractor}
 
 
-def _samples(deps: dict[str, JobDir], name: str) -> tuple[dict[str, Any], Any]:
-    res = deps["samples"].result()
-    return res, np.load(deps["samples"] / res["files"][name])
+def _samples(deps: dict[str, JobDir]) -> tuple[dict[str, Any], samples_format.Samples]:
+    return deps["samples"].result(), samples_format.read(deps["samples"])
 
 
 def segmentation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def segmentation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     all three from one confusion matrix over the test set (ignore label excluded)."""
     from repro.metrics.segmentation import confusion_matrix, segmentation_scores
 
-    res, arr = _samples(deps, "translations")
+    res, arr = _samples(deps)
     matrix = confusion_matrix(arr["ids_pred"], arr["ids_true"], res["num_classes"])
     scores = segmentation_scores(matrix)
     print(f"{cfg['row']['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -86,7 +86,7 @@ def translation_fidelity(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     set's real day images. The ground-truth row is that reference itself: IS only."""
     from repro.metrics import compute_generation_metrics
 
-    res, arr = _samples(deps, "translations")
+    res, arr = _samples(deps)
     extractor, name = generation_extractor(cfg, deps)
     n = len(arr["generated"])
     m = compute_generation_metrics(arr["generated"], arr["truth"], extractor, batch_size=cfg["eval"]["batch_size"],
@@ -104,7 +104,7 @@ def representation_agreement(cfg: dict, deps: dict[str, JobDir]) -> dict[str, An
     or of another sample's image (`pairing: random`), the chance level."""
     from repro.tasks.representation import load_embedder
 
-    res, arr = _samples(deps, "joint")
+    res, arr = _samples(deps)
     embed, name = load_embedder(cfg, deps)
     images, reps = to_model_space(arr["images"]), torch.from_numpy(arr["representations"]).float()
     with torch.no_grad():
@@ -128,7 +128,7 @@ def generation_reference(cfg: dict) -> tuple[np.ndarray | Path, str]:
     """The real side of Tables 2-3: an ADM reference batch (.npz, `eval.reference_batch`) when
     configured, else the first `eval.reference.n` images of the `eval.reference.split` split."""
     from repro.data.pixels import to_uint8
-    from repro.jobs.datasets import load_images
+    from repro.data.registry import load_images
 
     batch = cfg["eval"].get("reference_batch")
     if batch:
@@ -148,8 +148,7 @@ def generation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     """
     from repro.metrics import compute_generation_metrics
 
-    res = deps["samples"].result()
-    samples = np.load(deps["samples"] / res["file"])["images"]
+    samples = samples_format.read(deps["samples"])["images"]
     extractor, name = generation_extractor(cfg, deps)
     reference, ref_name = generation_reference(cfg)
     cache = deps["samples"].path.parent / "_cache" / "fidelity"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from repro.jobs.datasets import embedded_files
+from repro.data.registry import embedded_files
 from repro.jobs.store import JobDir
 
 FILE = "feature_net.pt"

@@ -1,13 +1,16 @@
 """Job body: produce a row's samples with its task's sampler (its model, if it has one).
 
-Samples are saved as uint8 arrays (as ADM saves them), so evaluation can be re-run from
-them without sampling again.
+The task returns arrays (`repro.tasks.base.Task.sample`); this job writes them in the one
+samples format (`repro.jobs.samples`), part by part: a requeued Table 1 job keeps the mask
+counts it had written.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from repro.data.registry import dataset
 from repro.diffusion import MTProcess
+from repro.jobs import samples
 from repro.jobs.store import JobDir
 from repro.jobs.train import load_trained
 from repro.tasks import make_task
@@ -28,4 +31,22 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         print(f"sampling with {process.num_steps} respaced steps of T={train_cfg['diffusion']['T']}")
     else:
         task = make_task(cfg)
-    return task.sample(cfg, out, model, process)
+    kind = task.samples_kind
+    held = samples.read(out).parts() if kind == "restorations" and samples.exists(out) else []
+    for part in task.sample_parts(cfg):
+        if part in held:   # finished before a preemption: keep it
+            continue
+        arrays = task.sample(cfg, model, process, part)
+        samples.write(out, kind, arrays, part=part if kind == "restorations" else None)
+        saved = samples.read(out)
+        if kind == "translations":
+            t = cfg["task"]
+            samples.write_grids(out, saved, titles=(t["source"], f"{t['target']}: {cfg['row']['name']}",
+                                                    f"{t['target']}: ground truth"))
+        else:
+            samples.write_grids(out, saved, part=part, title=f"{cfg['row']['name']}: jointly drawn images")
+    result: dict[str, Any] = {"samples": samples.FILE, "kind": kind, "n_images": len(samples.read(out))}
+    if kind == "translations":
+        palette = dataset(cfg["data"]).palette if cfg["task"]["target"] == "labels" else None
+        result.update(method=cfg["row"]["method"], num_classes=None if palette is None else len(palette))
+    return result

@@ -32,7 +32,6 @@ from tqdm import tqdm
 from repro.diffusion import MTProcess, training_losses
 from repro.diffusion.loss import draw_steps_and_noise
 from repro.io import atomic_save_torch, atomic_write_json
-from repro.jobs.datasets import load_images
 from repro.jobs.distributed import World, all_sum, average_gradients, barrier, process_group, world_from_environment
 from repro.jobs.runner import Preempted, stop_requested
 from repro.jobs.store import JobDir
@@ -88,9 +87,9 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
     task, model, process = build(cfg)
     model.to(world.device)
     variant = cfg["model"]["variant"]
-    encoders, kinds = task.encoders(variant), {k: v for k, v in task.kinds.items() if k in task.encoders(variant)}
-    # Tasks with paired or derived data (translation, representation) load their own training split.
-    data = task.training_data(cfg, deps) if hasattr(task, "training_data") else load_images(cfg["data"], "train")
+    encoders = task.encoders(model, variant)
+    kinds = {k: v for k, v in task.kinds.items() if k in encoders}
+    data = task.training_data(cfg, deps)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], weight_decay=0.0)
     shard = world.shard(tr["batch_size"])

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from torch import Tensor
-
 from repro.io import atomic_write_bytes
 
 
@@ -53,15 +51,18 @@ def plot_image_rows(lines: Sequence[tuple[str, np.ndarray]], path: Path, n: int,
     return save_figure(fig, path, formats)
 
 
-def save_triplet_grid(path: Path, original: Tensor, masked: Tensor, restored: Tensor,
-                      titles: Sequence[str] = ("original", "masked", "restored"),
-                      formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Three labelled strips of the same images (a job's quick-look PNG), e.g. source /
-    generated / ground truth, as the paper's Figures 7-10 lay them out."""
-    from repro.data.pixels import to_uint8
+def save_image_grid(path: Path, images: np.ndarray, nrow: int = 8) -> Path:
+    """A plain PNG of uint8 images (N, H, W, 3), `nrow` per row, 1 px white between them (a
+    job's quick look, not a figure)."""
+    import torch
+    from PIL import Image
+    from torchvision.utils import make_grid
 
-    lines = [(t, to_uint8(x)) for t, x in zip(titles, (original, masked, restored))]
-    return plot_image_rows(lines, path, n=len(lines[0][1]), formats=formats)
+    grid = make_grid(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), nrow=nrow, padding=1,
+                     pad_value=255)
+    buf = io.BytesIO()
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_sample_grid(images: np.ndarray, path: Path, title: str, captions: Sequence[str] | None = None,
@@ -124,21 +125,21 @@ def plot_metric_curves(frame, columns: Sequence[str], path: Path, x: str, title:
     return save_figure(fig, path, formats)
 
 
-def plot_restorations(samples: dict[str, dict[int, Path]], path: Path, n: int = 6,
+def plot_restorations(samples: dict[str, dict[int, dict[str, np.ndarray]]], path: Path, n: int = 6,
                       formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Table 1's figure (like the paper's Figures 5 and 9): for every mask count, the
     original, then each row's restoration of the same masked images (the Clean-Masked row
     shows the masked input itself).
 
-    samples: row name -> {mask count: .npz with uint8 arrays original / masked / restored}.
+    samples: row name -> {mask count: uint8 arrays original / masked / restored}.
     """
     counts = sorted({m for files in samples.values() for m in files})
     lines: list[tuple[str, np.ndarray]] = []
     for m in counts:
         first = next(files[m] for files in samples.values() if m in files)
-        lines.append(("original", np.load(first)["original"][:n]))
+        lines.append(("original", first["original"][:n]))
         for row, files in samples.items():
             if m in files:
                 label = "masked" if row == "Clean-Masked" else row
-                lines.append((f"m={m}: {label}", np.load(files[m])["restored"][:n]))
+                lines.append((f"m={m}: {label}", files[m]["restored"][:n]))
     return plot_image_rows(lines, path, n, formats=formats)

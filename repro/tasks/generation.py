@@ -20,39 +20,75 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repro.diffusion import Modality, MTProcess, ancestral_sample, ddim_sample
+from repro.diffusion import Modality, MTProcess, algorithm1, classifier_guidance, ddim_sample, restore_masked
 from repro.diffusion.loss import IGNORE_INDEX
 from repro.errors import UserError
+from repro.tasks.base import Task
 
 CONDITIONS = ("none", "complete", "joint")
-SAMPLERS = {"ancestral": ancestral_sample, "ddim": ddim_sample}
+SAMPLERS = {"ancestral": algorithm1, "ddim": ddim_sample}
 
 
-class SingleTaskGeneration:
+class SingleTaskGeneration(Task):
     """A task whose modalities are always empty: continued single-task generation training.
 
     MT-Diffusion^f (Table 3: "continued finetuning on single-task image generation") and the
     finetuning stage of M*/E* (Table 2) train the same network on the pure-generation path
     only: every modality is its null value (complete mask / dropped label, e = 0, so the
-    process is plain DDPM) and no head is trained (eq. 6 keeps only its noise term).
-    Everything else is the wrapped task's.
+    process is plain DDPM) and no head is trained (eq. 6 keeps only its noise term: `kinds`
+    is empty). Everything else is the wrapped task's (`base`), delegated explicitly.
+    Made by `repro.tasks.make_task` when `model.single_task` is set; not registered by name.
     """
 
+    name = "single_task_generation"
     kinds: dict[str, str] = {}
 
-    def __init__(self, inner):
+    def __init__(self, inner: Task):
         self.inner = inner
+        self.variants = inner.variants
+        self.num_classes = inner.num_classes
+        self.samples_kind = inner.samples_kind
 
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "SingleTaskGeneration":
+        from repro.tasks import task_class
 
-    def batch(self, images: Tensor, labels: Tensor, generator: torch.Generator):
+        return cls(task_class(cfg).from_config(cfg))
+
+    @property
+    def base(self) -> Task:
+        return self.inner
+
+    def training_data(self, cfg: Mapping[str, Any], deps: Mapping[str, Any]):
+        return self.inner.training_data(cfg, deps)
+
+    def batch(self, images: Tensor, labels: Tensor, generator: torch.Generator
+              ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         z0, x, net_inputs = self.inner.batch(images, labels, generator)
         return z0, {name: null_data(self.inner.kinds[name], v) for name, v in x.items()}, net_inputs
+
+    def build_model(self, unet_cfg: Mapping[str, Any], variant: str) -> nn.Module:
+        return self.inner.build_model(unet_cfg, variant)
+
+    def encoders(self, model: nn.Module, variant: str) -> dict[str, Callable[[Tensor], Tensor]]:
+        return self.inner.encoders(model, variant)
+
+    def n_modalities(self, variant: str) -> int:
+        return self.inner.n_modalities(variant)
+
+    def network_inputs(self, variant: str, labels: Tensor) -> dict[str, Tensor]:
+        return self.inner.network_inputs(variant, labels)
+
+    def sample_parts(self, cfg: Mapping[str, Any]) -> tuple[str, ...]:
+        return self.inner.sample_parts(cfg)
+
+    def sample(self, cfg: Mapping[str, Any], model: nn.Module | None, process: MTProcess | None,
+               part: str = "all") -> dict[str, np.ndarray]:
+        return self.inner.sample(cfg, model, process, part)
 
 
 def null_data(kind: str, like: Tensor) -> Tensor:
@@ -62,31 +98,15 @@ def null_data(kind: str, like: Tensor) -> Tensor:
     return torch.full_like(like.long(), IGNORE_INDEX)
 
 
-def base_task(task):
-    return getattr(task, "inner", task)
-
-
-def classifier_guidance(classifier: nn.Module, y: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """grad_z log p_phi(y | z_t, t) (ADM's cond_fn without its scale)."""
-
-    def grad(z: Tensor, t: Tensor) -> Tensor:
-        z = z.requires_grad_(True)
-        log_probs = F.log_softmax(classifier(z, t), dim=-1)
-        selected = log_probs[torch.arange(len(y)), y].sum()
-        return torch.autograd.grad(selected, z)[0]
-
-    return grad
-
-
-def modalities_for(task, variant: str, condition: str, n: int, shape: tuple[int, ...],
+def modalities_for(task: Task, model: nn.Module, variant: str, condition: str, n: int, shape: tuple[int, ...],
                    num_classes: int | None, generator: torch.Generator) -> list[Modality]:
     """The inference-time modalities of one batch (see the module docstring)."""
     if condition not in CONDITIONS:
         raise UserError(f"unknown generation condition {condition!r}: choose one of {', '.join(CONDITIONS)}")
-    encoders = task.encoders(variant)
+    encoders = task.encoders(model, variant)
     if condition == "none" and encoders:
         raise UserError(f"this model has modalities {list(encoders)}: generate with condition complete or joint")
-    kinds = base_task(task).kinds
+    kinds = task.base.kinds
     mods = []
     for name, encode in encoders.items():
         kind = kinds[name]
@@ -104,7 +124,7 @@ def modalities_for(task, variant: str, condition: str, n: int, shape: tuple[int,
 
 
 @torch.no_grad()
-def generate(task, variant: str, model: nn.Module, process: MTProcess, *, n: int, batch_size: int,
+def generate(task: Task, variant: str, model: nn.Module, process: MTProcess, *, n: int, batch_size: int,
              resolution: int, seed: int, condition: str = "none", sampler: str = "ancestral",
              prior: str = "paper", clip_denoised: bool = True, classifier: nn.Module | None = None,
              guidance_scale: float = 0.0, num_classes: int | None = None,
@@ -112,8 +132,7 @@ def generate(task, variant: str, model: nn.Module, process: MTProcess, *, n: int
     """`n` images in [-1, 1] (n, 3, H, W) and their classes (the drawn, target or predicted one; -1 if none)."""
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    inner = base_task(task)
-    n_classes = getattr(inner, "num_classes", None) or num_classes
+    n_classes = task.num_classes or num_classes
     if classifier is not None and not n_classes:
         raise UserError("classifier guidance needs the number of classes")
     images, classes = [], []
@@ -122,10 +141,8 @@ def generate(task, variant: str, model: nn.Module, process: MTProcess, *, n: int
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         shape = (m, 3, resolution, resolution)
         y = torch.randint(n_classes, (m,), generator=g) if n_classes else torch.full((m,), -1)
-        net = model
-        if hasattr(inner, "network_inputs"):
-            net = functools.partial(model, **inner.network_inputs(variant, y))
-        mods = modalities_for(task, variant, condition, m, shape, n_classes, g)
+        net = functools.partial(model, **task.network_inputs(variant, y))
+        mods = modalities_for(task, model, variant, condition, m, shape, n_classes, g)
         # With a classifier, guidance always goes through the sampler (scale 0 must change no bit).
         guidance = classifier_guidance(classifier, y) if classifier is not None else None
         z, x = SAMPLERS[sampler](net, process, shape, mods, prior=prior, generator=g, clip_denoised=clip_denoised,
@@ -138,22 +155,22 @@ def generate(task, variant: str, model: nn.Module, process: MTProcess, *, n: int
     return torch.cat(images), torch.cat(classes)
 
 
-def restore_for_generation(task, model: nn.Module, process: MTProcess, originals: Tensor, masks: Tensor, *,
+def restore_for_generation(task: Task, model: nn.Module, process: MTProcess, originals: Tensor, masks: Tensor, *,
                            seed: int, batch_size: int, prior: str = "paper", clip_denoised: bool = True,
                            composite: bool = True, classifier: nn.Module | None = None,
                            guidance_scale: float = 0.0, num_classes: int | None = None,
                            progress: bool = True) -> Tensor:
     """Constrained restoration of masked images (Table 3's MT-Diffusion* rows), optionally guided.
 
-    The masked image is the known modality of MT-Diffusion-X (Algorithm 1, conditional);
-    `composite` keeps the unmasked pixels exactly ("keeping the unmasked region unchanged").
+    The masked image is the known modality of MT-Diffusion-X (`repro.diffusion.restore_masked`:
+    Algorithm 1, conditional); `composite` keeps the unmasked pixels exactly.
     """
     from repro.data.masks import apply_mask
 
-    names = list(task.encoders("X"))
-    if len(names) != 1:
+    encoders = task.encoders(model, "X")
+    if len(encoders) != 1:
         raise UserError("restoration rows need an MT-Diffusion-X model of the masked-image task")
-    encode = task.encoders("X")[names[0]]
+    (name, encode), = encoders.items()
     out = []
     for b, lo in enumerate(range(0, len(originals), batch_size)):
         x0, mask = originals[lo:lo + batch_size], masks[lo:lo + batch_size]
@@ -164,11 +181,9 @@ def restore_for_generation(task, model: nn.Module, process: MTProcess, originals
             if not num_classes:
                 raise UserError("classifier guidance needs the number of classes")
             guidance = classifier_guidance(classifier, torch.randint(num_classes, (len(x0),), generator=g))
-        z, _ = ancestral_sample(model, process, tuple(x0.shape), [Modality(names[0], encode, known=masked)],
-                                prior=prior, generator=g, clip_denoised=clip_denoised, guidance=guidance,
-                                guidance_scale=guidance_scale, progress=progress)
-        z = z.clamp(-1, 1)
-        out.append(mask * masked + (1 - mask) * z if composite else z)
+        out.append(restore_masked(model, process, masked, mask, name, encode, generator=g, prior=prior,
+                                  clip_denoised=clip_denoised, composite_known=composite, guidance=guidance,
+                                  guidance_scale=guidance_scale, progress=progress))
     return torch.cat(out)
 
 

@@ -36,30 +36,20 @@ Single-task finetuning afterwards is `repro.tasks.generation.SingleTaskGeneratio
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from repro.data.registry import num_classes
 from repro.diffusion.loss import IGNORE_INDEX
 from repro.errors import UserError
 from repro.nn import EncoderUNetModel, MTDiffusionModel, PooledLinearHead, UNetModel
 from repro.tasks.backbone import build_unet
+from repro.tasks.base import Task, register
 
 VARIANTS = ("adm_cond", "M", "E")
 MODALITY = "label"
-IMAGENET_CLASSES = 1000
-
-
-def num_classes(data: Mapping[str, Any]) -> int:
-    """Number of object classes of the configured dataset."""
-    if data["name"] == "embedded":
-        from repro.data.embedded import NUM_CLASSES
-
-        return NUM_CLASSES
-    if data["name"] == "imagenet":
-        return IMAGENET_CLASSES
-    raise UserError(f"dataset {data['name']!r} has no class labels for the image-label task (embedded, imagenet)")
 
 
 class UNetLabelEncoder:
@@ -84,9 +74,15 @@ class UNetLabelEncoder:
         return torch.where(dropped[:, None, None, None], torch.zeros_like(out), out)
 
 
-class ImageLabelTask:
-    """How a batch of labelled images becomes (z_0, X, network inputs); which network models it."""
+@register
+class ImageLabelTask(Task):
+    """How a batch of labelled images becomes (z_0, X, network inputs); which network models it.
 
+    `variant` (from `model.variant`) decides how `batch` hands the label to the network.
+    """
+
+    name = "image_label"
+    variants = VARIANTS
     kinds = {MODALITY: "categorical"}
 
     def __init__(self, resolution: int, num_classes: int, head: Mapping[str, Any] | None = None,
@@ -96,8 +92,7 @@ class ImageLabelTask:
         self.resolution, self.num_classes = resolution, num_classes
         self.head_cfg = dict(head or {})
         self.label_dropout = label_dropout
-        self.variant = variant      # batch() needs it; build_model() sets it again
-        self._encoder: UNetLabelEncoder | None = None
+        self.variant = variant      # batch() needs it
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "ImageLabelTask":
@@ -134,20 +129,17 @@ class ImageLabelTask:
         null = torch.full_like(labels, self.null_label)
         return images, {MODALITY: self.drop_labels(labels, generator)}, {"y": null}
 
-    def encoders(self, variant: str) -> dict:
+    def encoders(self, model: MTDiffusionModel, variant: str) -> dict[str, Callable[[Tensor], Tensor]]:
+        """adm_cond: none; M/E: the label encoder, `model`'s own U-Net (see the module docstring)."""
         if variant == "adm_cond":
             return {}
-        if self._encoder is None:
-            raise RuntimeError("build_model() must run before encoders(): the label encoder is the model's U-Net")
-        return {MODALITY: self._encoder}
+        return {MODALITY: UNetLabelEncoder(model.backbone, self.resolution)}
 
     def n_modalities(self, variant: str) -> int:
         return 0 if variant == "adm_cond" else 1
 
     def build_model(self, unet_cfg: Mapping[str, Any], variant: str) -> MTDiffusionModel:
-        if variant not in VARIANTS:
-            raise UserError(f"unknown image-label variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-        self.variant = variant
+        self.check_variant(variant)
         # adm_cond keeps exactly num_classes rows so that released checkpoints load strictly.
         classes = self.num_classes if variant == "adm_cond" else self.num_classes + 1
         backbone = build_unet(unet_cfg, self.resolution, num_classes=classes,
@@ -158,7 +150,6 @@ class ImageLabelTask:
         elif variant == "E":
             heads[MODALITY] = (build_classifier(self.head_cfg, self.resolution, self.num_classes,
                                                 in_channels=backbone.in_channels), "eps")
-        self._encoder = UNetLabelEncoder(backbone, self.resolution) if variant != "adm_cond" else None
         return MTDiffusionModel(backbone, heads)
 
     def network_inputs(self, variant: str, labels: Tensor) -> dict[str, Tensor]:
@@ -166,9 +157,6 @@ class ImageLabelTask:
         if variant == "adm_cond":
             return {"y": labels.long()}
         return {"y": torch.full_like(labels.long(), self.null_label)}
-
-    def sample(self, cfg, out, model, process):
-        raise UserError("image-label models generate through the generation rows (method: generate)")
 
 
 def build_classifier(cfg: Mapping[str, Any], resolution: int, num_classes: int,

@@ -10,7 +10,7 @@ image also enters the network on extra input channels).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -19,12 +19,13 @@ from tqdm import tqdm
 
 from repro.data.masks import apply_mask, random_patch_masks
 from repro.data.pixels import to_uint8
-from repro.diffusion import Modality, MTProcess, ancestral_sample, sdedit
+from repro.data.registry import load_images
+from repro.diffusion import MTProcess, restore_masked, sdedit
+from repro.diffusion.restoration import composite as keep_known
 from repro.errors import UserError
-from repro.io import atomic_save_npz
 from repro.nn import MTDiffusionModel, OutputBlockHead
-from repro.report.figures import save_triplet_grid
 from repro.tasks.backbone import build_unet
+from repro.tasks.base import Task, register
 
 VARIANTS = ("adm", "U", "X")
 MODALITY = "masked"
@@ -34,9 +35,13 @@ def identity(x: Tensor) -> Tensor:
     return x
 
 
-class MaskedImageTask:
+@register
+class MaskedImageTask(Task):
     """How a batch of images becomes (z_0, X), which network models it, how rows sample."""
 
+    name = "masked_image"
+    variants = VARIANTS
+    samples_kind = "restorations"
     kinds = {MODALITY: "continuous"}
 
     def __init__(self, resolution: int, train_patches: tuple[int, int] = (0, 10), patch_fraction: float = 0.25):
@@ -60,52 +65,47 @@ class MaskedImageTask:
         masked = apply_mask(images, self.masks(len(images), self.train_patches, generator))
         return images, {MODALITY: masked}, {}
 
-    def encoders(self, variant: str) -> dict:
+    def encoders(self, model: MTDiffusionModel, variant: str) -> dict[str, Callable[[Tensor], Tensor]]:
         return {} if variant == "adm" else {MODALITY: identity}
 
     def n_modalities(self, variant: str) -> int:
         return 0 if variant == "adm" else 1
 
     def build_model(self, unet_cfg: Mapping[str, Any], variant: str) -> MTDiffusionModel:
-        if variant not in VARIANTS:
-            raise UserError(f"unknown masked-image variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        self.check_variant(variant)
         backbone = build_unet(unet_cfg, self.resolution, extra_in_channels=3 if variant == "X" else 0)
         heads = {} if variant == "adm" else {MODALITY: (OutputBlockHead(backbone.model_channels, 3), "final")}
         return MTDiffusionModel(backbone, heads)
 
     # --- Table 1 ------------------------------------------------------------------------
 
-    def sample(self, cfg: Mapping[str, Any], out, model: MTDiffusionModel | None,
-               process: MTProcess | None) -> dict[str, Any]:
-        """Restore the first `eval.n_images` test images for every mask count of the table.
+    def sample_parts(self, cfg: Mapping[str, Any]) -> tuple[str, ...]:
+        """One part per mask count of the table."""
+        return tuple(str(int(m)) for m in cfg["eval"]["mask_counts"])
+
+    def sample(self, cfg: Mapping[str, Any], model: MTDiffusionModel | None, process: MTProcess | None,
+               part: str = "all") -> dict[str, np.ndarray]:
+        """Restorations of the first `eval.n_images` test images with `part` (a mask count) patches.
 
         The masks depend only on (seed, m), so every row restores the same masked images.
-        Saves original / masked / restored (uint8) per mask count, and a PNG grid of 8.
+        Returns original / masked / restored (uint8) and the masks.
         """
-        from repro.jobs.datasets import load_images
-
         row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
+        m = int(part)
         test = load_images(cfg["data"], "test")
         n = min(ev["n_images"], len(test))
         originals = test.images(np.arange(n))
-        files = {}
-        for m in ev["mask_counts"]:
-            files[str(m)] = f"restored_m{m}.npz"
-            if (out / files[str(m)]).exists():   # finished before a preemption: keep it
-                continue
-            masks = self.masks(n, int(m), torch.Generator().manual_seed(cfg["seed"] * 1000 + int(m)))
-            masked = apply_mask(originals, masks)
-            g = torch.Generator().manual_seed(cfg["seed"] * 7919 + int(m))
-            chunks = range(0, n, smp["batch_size"])
-            restored = torch.cat([
-                restore(row["method"], masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
-                        model=model, process=process, generator=g, row=row, prior=cfg["diffusion"]["prior"],
-                        clip_denoised=smp["clip_denoised"], composite=ev["composite"])
-                for lo in tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True, disable=len(chunks) < 2)])
-            atomic_save_npz(out / files[str(m)], original=to_uint8(originals), masked=to_uint8(masked),
-                            restored=to_uint8(restored), mask=masks[:, 0].to(torch.uint8).numpy())
-            save_triplet_grid(out / f"grid_m{m}.png", originals[:8], masked[:8], restored[:8])
-        return {"files": files, "n_images": n}
+        masks = self.masks(n, m, torch.Generator().manual_seed(cfg["seed"] * 1000 + m))
+        masked = apply_mask(originals, masks)
+        g = torch.Generator().manual_seed(cfg["seed"] * 7919 + m)
+        chunks = range(0, n, smp["batch_size"])
+        restored = torch.cat([
+            restore(row["method"], masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
+                    model=model, process=process, generator=g, row=row, prior=cfg["diffusion"]["prior"],
+                    clip_denoised=smp["clip_denoised"], composite=ev["composite"])
+            for lo in tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True, disable=len(chunks) < 2)])
+        return {"original": to_uint8(originals), "masked": to_uint8(masked), "restored": to_uint8(restored),
+                "mask": masks[:, 0].to(torch.uint8).numpy()}
 
 
 def restore(method: str, masked: Tensor, mask: Tensor, *, model: MTDiffusionModel | None,
@@ -117,11 +117,9 @@ def restore(method: str, masked: Tensor, mask: Tensor, *, model: MTDiffusionMode
     if method == "sdedit":            # SDEdit- (Meng et al.): noise the masked image, denoise unconditionally
         out, _ = sdedit(model, process, masked, row["strength"], generator, clip_denoised=clip_denoised,
                         progress=True)
-    elif method == "mt_restore":      # Algorithm 1, conditional: the masked image is the known modality
-        known = Modality(MODALITY, identity, known=masked)
-        out, _ = ancestral_sample(model, process, tuple(masked.shape), [known], prior=prior,
-                                  generator=generator, clip_denoised=clip_denoised, progress=True)
-    else:
-        raise UserError(f"unknown restoration method {method!r} (clean_masked, sdedit, mt_restore)")
-    out = out.clamp(-1, 1)
-    return mask * masked + (1 - mask) * out if composite else out
+        out = out.clamp(-1, 1)
+        return keep_known(out, masked, mask) if composite else out
+    if method == "mt_restore":        # Algorithm 1, conditional: the masked image is the known modality
+        return restore_masked(model, process, masked, mask, MODALITY, identity, generator=generator, prior=prior,
+                              clip_denoised=clip_denoised, composite_known=composite, progress=True)
+    raise UserError(f"unknown restoration method {method!r} (clean_masked, sdedit, mt_restore)")

@@ -18,6 +18,7 @@ re-estimated by the head at every step.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -29,12 +30,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from repro.data.pixels import to_uint8
-from repro.diffusion import Modality, MTProcess, ancestral_sample
+from repro.data.registry import load_images
+from repro.diffusion import Modality, MTProcess, algorithm1
 from repro.errors import UserError
-from repro.io import atomic_save_npz
 from repro.nn import MTDiffusionModel, PooledMLPHead
-from repro.report.figures import plot_sample_grid
 from repro.tasks.backbone import build_unet
+from repro.tasks.base import Task, register
 
 VARIANTS = ("mt",)
 MODALITY = "representation"
@@ -59,7 +60,6 @@ def load_embedder(cfg: Mapping[str, Any], deps: Mapping[str, Any]) -> tuple[Call
     `task.clip`; OpenAI's released CLIP `.pt` files are TorchScript archives).
     """
     if "features" in deps:
-        from repro.jobs.datasets import load_images
         from repro.metrics import load_feature_net
 
         net = load_feature_net(deps["features"] / "feature_net.pt").eval()
@@ -115,20 +115,23 @@ class _JointNetwork:
 
     def encode(self, r: Tensor) -> Tensor:
         self.current = r
-        return self.task.encode(r)
+        return self.task.encode(self.model, r)
 
     def __call__(self, z: Tensor, t: Tensor, e):
         return self.model(z, t, e, context=self.current)
 
 
-class RepresentationTask:
+@register
+class RepresentationTask(Task):
     """How a batch becomes (z_0, X), which network models it, how the joint samples are drawn."""
 
+    name = "representation"
+    variants = VARIANTS
+    samples_kind = "joint"
     kinds = {MODALITY: "continuous"}
 
     def __init__(self, resolution: int, rep_dim: int, hidden: int):
         self.resolution, self.rep_dim, self.hidden = resolution, rep_dim, hidden
-        self.model: MTDiffusionModel | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RepresentationTask":
@@ -138,8 +141,6 @@ class RepresentationTask:
     # --- training -----------------------------------------------------------------------
 
     def training_data(self, cfg: Mapping[str, Any], deps: Mapping[str, Any]) -> ImagesWithRepresentations:
-        from repro.jobs.datasets import load_images
-
         embed, _ = load_embedder(cfg, deps)
         data = load_images(cfg["data"], "train")
         with torch.no_grad():
@@ -154,37 +155,32 @@ class RepresentationTask:
         return d["image"], {MODALITY: d["rep"]}, {"context": d["rep"]}
 
     @torch.no_grad()
-    def encode(self, r: Tensor) -> Tensor:
-        """E(r) = eps_theta(0, t = 0; context = r): the U-Net as the encoder, under stop-gradient."""
-        if self.model is None:
-            raise RuntimeError("build_model must run before the encoder is used")
-        backbone = self.model.backbone
+    def encode(self, model: MTDiffusionModel, r: Tensor) -> Tensor:
+        """E(r) = eps_theta(0, t = 0; context = r): `model`'s U-Net as the encoder, under stop-gradient."""
+        backbone = model.backbone
         zeros = torch.zeros(len(r), backbone.in_channels, self.resolution, self.resolution, dtype=r.dtype)
         return backbone(zeros, torch.zeros(len(r), dtype=torch.long), context=r)
 
-    def encoders(self, variant: str) -> dict:
-        return {MODALITY: self.encode}
+    def encoders(self, model: MTDiffusionModel, variant: str) -> dict[str, Callable[[Tensor], Tensor]]:
+        return {MODALITY: functools.partial(self.encode, model)}
 
     def n_modalities(self, variant: str) -> int:
         return 1
 
     def build_model(self, unet_cfg: Mapping[str, Any], variant: str) -> MTDiffusionModel:
-        if variant not in VARIANTS:
-            raise UserError(f"unknown representation variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        self.check_variant(variant)
         backbone = build_unet(unet_cfg, self.resolution, encoder_channels=self.rep_dim)
         head = PooledMLPHead(backbone.middle_channels, self.hidden, self.rep_dim)
-        self.model = MTDiffusionModel(backbone, {MODALITY: (head, "middle")})
-        return self.model
+        return MTDiffusionModel(backbone, {MODALITY: (head, "middle")})
 
     # --- Appendix E.4 -------------------------------------------------------------------
 
-    def sample(self, cfg: Mapping[str, Any], out, model: MTDiffusionModel | None,
-               process: MTProcess | None) -> dict[str, Any]:
-        """Draw `eval.n_images` (image, representation) pairs jointly; save both and a PNG grid."""
+    def sample(self, cfg: Mapping[str, Any], model: MTDiffusionModel | None, process: MTProcess | None,
+               part: str = "all") -> dict[str, np.ndarray]:
+        """`eval.n_images` (image, representation) pairs drawn jointly: images (uint8), representations."""
         row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
         if model is None:
             raise UserError(f"row {row['name']!r} names no model: joint generation needs one")
-        self.model = model
         n, g = ev["n_images"], torch.Generator().manual_seed(cfg["seed"] * 7919 + 5)
         images, reps = [], []
         chunks = range(0, n, smp["batch_size"])
@@ -193,16 +189,16 @@ class RepresentationTask:
             joint = _JointNetwork(self, model)
             # Algorithm 1, line 3: the unknown representation starts from random data.
             r0 = torch.randn(b, self.rep_dim, generator=g)
-            z, x = ancestral_sample(joint, process, (b, 3, self.resolution, self.resolution),
-                                    [Modality(MODALITY, joint.encode, init=r0)], prior=cfg["diffusion"]["prior"],
-                                    generator=g, clip_denoised=smp["clip_denoised"])
+            z, x = algorithm1(joint, process, (b, 3, self.resolution, self.resolution),
+                              [Modality(MODALITY, joint.encode, init=r0)], prior=cfg["diffusion"]["prior"],
+                              generator=g, clip_denoised=smp["clip_denoised"])
             images.append(z.clamp(-1, 1))
             reps.append(x[MODALITY])
-        images_t, reps_t = torch.cat(images), torch.cat(reps)
-        atomic_save_npz(out / "joint.npz", images=to_uint8(images_t), representations=reps_t.numpy().astype(np.float32))
-        plot_sample_grid(to_uint8(images_t), out / "grid", title=f"{row['name']}: jointly drawn images",
-                         formats=("png",))
-        return {"files": {"joint": "joint.npz"}, "n_images": n}
+        return {"images": to_uint8(torch.cat(images)), "representations": torch.cat(reps).numpy().astype(np.float32)}
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        check_config(cfg)
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

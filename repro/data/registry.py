@@ -1,0 +1,245 @@
+"""Datasets by name: what each one holds and how a `data:` config block loads it.
+
+One entry per dataset (`DATASETS`): its labelled-image loader (Tables 1-3, the feature
+network), its number of object classes, its (source, target) pairs for translation
+(Table 4, night2day) with the semantic classes and palette of label-map targets, and the
+check that the configured files exist (run before any job starts). The image resolution
+is the config's `data.resolution`; every loader resizes (or renders) to it.
+
+Tasks and job bodies ask this module, never a dataset module directly, so that adding a
+dataset is one entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from repro.data.pixels import colorize, to_model_space
+from repro.errors import UserError
+
+IMAGENET_CLASSES = 1000
+
+
+class ImageSet:
+    """Indexable images in [-1, 1] (N, 3, H, W) with integer labels."""
+
+    def __init__(self, get: Callable[[np.ndarray], Tensor], labels: np.ndarray, name: str):
+        self._get, self.labels, self.name = get, labels, name
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images(self, index: Tensor | np.ndarray | list[int]) -> Tensor:
+        return self._get(np.asarray(index))
+
+
+@dataclass
+class Pairs:
+    """One split of (source, target) pairs; `images(idx)` gives {"source", "target"[, "ids"]}.
+
+    Images are float [B, 3, H, W] in [-1, 1]; "ids" (label-map targets only) are the class
+    ids [B, H, W] (255 = ignored). `labels` is one integer per pair (the training harness's
+    batch index).
+    """
+
+    get: Callable[[np.ndarray], dict[str, Tensor]]
+    labels: np.ndarray
+    name: str
+    palette: np.ndarray | None = None   # label-map targets: class colours
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images(self, index) -> dict[str, Tensor]:
+        return self.get(np.asarray(index))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What a dataset holds. `None` where it does not hold that kind of data."""
+
+    name: str
+    check: Callable[[Mapping[str, Any]], None]
+    load_images: Callable[[Mapping[str, Any], str], ImageSet] | None = None
+    num_classes: int | None = None
+    pairs: frozenset[tuple[str, str]] = frozenset()
+    load_pairs: Callable[[Mapping[str, Any], str, str, str], Pairs] | None = None
+    semantic_classes: tuple[str, ...] | None = None
+    palette: np.ndarray | None = field(default=None, compare=False)
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register(dataset: Dataset) -> Dataset:
+    DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def dataset(data: Mapping[str, Any]) -> Dataset:
+    """The registry entry of a `data:` block; UserError naming the choices if unknown."""
+    name = data["name"]
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_images(data: Mapping[str, Any], split: str) -> ImageSet:
+    """Labelled images of `split` ("train" or "test")."""
+    d = dataset(data)
+    if d.load_images is None:
+        raise UserError(f"dataset {d.name!r} has no labelled images: choose one of "
+                        f"{', '.join(n for n, e in DATASETS.items() if e.load_images)}")
+    return d.load_images(data, split)
+
+
+def num_classes(data: Mapping[str, Any]) -> int:
+    """Number of object classes of the configured dataset."""
+    d = dataset(data)
+    if d.num_classes is None:
+        raise UserError(f"dataset {d.name!r} has no class labels: choose one of "
+                        f"{', '.join(n for n, e in DATASETS.items() if e.num_classes)}")
+    return d.num_classes
+
+
+def check_pairs(data: Mapping[str, Any], source: str, target: str) -> Dataset:
+    """The dataset, if it holds (source, target) pairs; UserError naming the pairs it has otherwise."""
+    d = dataset(data)
+    if (source, target) not in d.pairs:
+        raise UserError(f"dataset {d.name!r} has no {source} -> {target} pairs: choose one of "
+                        f"{sorted(f'{s}->{t}' for s, t in d.pairs)} or another dataset")
+    return d
+
+
+def load_pairs(data: Mapping[str, Any], split: str, source: str, target: str) -> Pairs:
+    """The (source, target) pairs of `split` ("train" or "test") of the configured dataset."""
+    return check_pairs(data, source, target).load_pairs(data, split, source, target)
+
+
+def check_data(data: Mapping[str, Any]) -> None:
+    """Fail early (exit 2) when a configured dataset is missing (the embedded one is made by its jobs)."""
+    dataset(data).check(data)
+
+
+def _require_dir(data: Mapping[str, Any], key: str, hint: str) -> None:
+    p = Path(str(data[key])).expanduser()
+    if not p.is_dir():
+        raise UserError(f"dataset directory {p} not found: set data.{key}={hint}")
+
+
+def _n(data: Mapping[str, Any], split: str, available: int) -> int:
+    """Test splits may be cut to `data.n_test`; training splits are used whole."""
+    return available if split == "train" or data.get("n_test") is None else min(available, data["n_test"])
+
+
+# ----------------------------------------------------------------------------- embedded
+
+
+def embedded_files(data: Mapping[str, Any]) -> dict[str, Path]:
+    """The embedded dataset's split files, generated (and verified) on first use."""
+    from repro.data.embedded import ensure_embedded
+
+    return ensure_embedded(Path(data["root"]), data["n_train"], data["n_test"], data["seed"], data["resolution"])
+
+
+def _embedded_images(data: Mapping[str, Any], split: str) -> ImageSet:
+    from repro.data.embedded import load_split
+
+    s = load_split(embedded_files(data)[split])
+    images = to_model_space(s.images)
+    return ImageSet(lambda i: images[torch.as_tensor(i)], s.labels, f"embedded-{data['resolution']}px-{split}")
+
+
+def _embedded_pairs(data: Mapping[str, Any], split: str, source: str, target: str) -> Pairs:
+    from repro.data.embedded import SEMANTIC_PALETTE, load_split
+
+    s = load_split(embedded_files(data)[split])
+    fields = {"photo": s.images, "day": s.images, "night": s.night}
+    src = fields[source]
+    if target == "labels":
+        ids = s.semantic
+        tgt = colorize(ids, SEMANTIC_PALETTE)
+
+        def get(i):
+            return {"source": to_model_space(src[i]), "target": to_model_space(tgt[i]),
+                    "ids": torch.from_numpy(ids[i].astype(np.int64))}
+        return Pairs(get, s.labels, f"embedded-{s.resolution}px-{split}", SEMANTIC_PALETTE)
+    tgt = fields[target]
+    return Pairs(lambda i: {"source": to_model_space(src[i]), "target": to_model_space(tgt[i])},
+                 s.labels, f"embedded-{s.resolution}px-{split}")
+
+
+def _register_embedded() -> None:
+    from repro.data.embedded import NUM_CLASSES, SEMANTIC_CLASSES, SEMANTIC_PALETTE
+
+    register(Dataset("embedded", check=lambda data: None, load_images=_embedded_images, num_classes=NUM_CLASSES,
+                     pairs=frozenset({("photo", "labels"), ("night", "day")}), load_pairs=_embedded_pairs,
+                     semantic_classes=SEMANTIC_CLASSES, palette=SEMANTIC_PALETTE))
+
+
+# ----------------------------------------------------------------------------- ImageNet
+
+
+def _imagenet_images(data: Mapping[str, Any], split: str) -> ImageSet:
+    from repro.data.imagenet import ImageNetFolder
+
+    ds = ImageNetFolder(data["root"] if split == "train" else data["test_root"], data["resolution"])
+    labels = np.asarray([label for _, label in ds.samples[:_n(data, split, len(ds))]])
+    return ImageSet(lambda i: torch.stack([ds[int(k)][0] for k in i]), labels, f"imagenet-{data['resolution']}-{split}")
+
+
+def _check_imagenet(data: Mapping[str, Any]) -> None:
+    _require_dir(data, "root", "/path/to/imagenet/train (a folder of class folders)")
+    _require_dir(data, "test_root", "/path/to/imagenet/val (a folder of class folders)")
+
+
+# ------------------------------------------------------------------- Cityscapes, night2day
+
+
+def _lazy_pairs(ds, data: Mapping[str, Any], split: str, palette: np.ndarray | None) -> Pairs:
+    """Pairs read from disk per batch (the real datasets do not fit in memory at 256 px)."""
+    n = _n(data, split, len(ds))
+
+    def get(index):
+        a, b = zip(*(ds[int(k)] for k in index))
+        if palette is None:   # night2day: (night, day)
+            return {"source": torch.stack(a), "target": torch.stack(b)}
+        ids = torch.stack(b)  # Cityscapes: (photo, train ids)
+        return {"source": torch.stack(a), "target": to_model_space(colorize(ids.numpy(), palette)), "ids": ids}
+    return Pairs(get, np.zeros(n, dtype=np.int64), f"{data['name']}-{data['resolution']}-{split}", palette)
+
+
+def _cityscapes_pairs(data: Mapping[str, Any], split: str, source: str, target: str) -> Pairs:
+    from repro.data.cityscapes import CITYSCAPES_PALETTE, Cityscapes
+
+    ds = Cityscapes(data["root"], data["test_split"] if split == "test" else "train", data["resolution"])
+    return _lazy_pairs(ds, data, split, CITYSCAPES_PALETTE)
+
+
+def _night2day_pairs(data: Mapping[str, Any], split: str, source: str, target: str) -> Pairs:
+    from repro.data.night2day import Night2Day
+
+    ds = Night2Day(data["root"], data["test_split"] if split == "test" else "train", data["resolution"])
+    return _lazy_pairs(ds, data, split, None)
+
+
+def _register_all() -> None:
+    from repro.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    _register_embedded()
+    register(Dataset("imagenet", check=_check_imagenet, load_images=_imagenet_images, num_classes=IMAGENET_CLASSES))
+    register(Dataset("cityscapes", check=lambda data: _require_dir(
+                         data, "root", "/path/to/cityscapes (holding leftImg8bit/ and gtFine/)"),
+                     pairs=frozenset({("photo", "labels")}), load_pairs=_cityscapes_pairs,
+                     semantic_classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE))
+    register(Dataset("night2day", check=lambda data: _require_dir(
+                         data, "root", "/path/to/night2day (holding train/ and test/ folders of A|B images)"),
+                     pairs=frozenset({("night", "day")}), load_pairs=_night2day_pairs))
+
+
+_register_all()
