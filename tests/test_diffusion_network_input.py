@@ -138,13 +138,13 @@ def test_respaced_timesteps_map_to_the_full_grid():
 
 @pytest.mark.parametrize("reading", NETWORK_INPUTS)
 def test_every_reading_drives_the_respaced_sampler(reading):
-    from repro.diffusion import Modality, ancestral_sample
+    from repro.diffusion import Modality, algorithm1
 
     model = tiny_x_model()
     full = MTProcess.from_config("cosine", 1000, "paper", 1)
     spaced = MTProcess.from_config("cosine", 1000, "paper", 1, respacing=10)
     masked = batch(B=2)[1]["mask"].float()
     net = NetworkInput(model, full, reading)   # built once on the training process
-    z, x = ancestral_sample(net, spaced, masked.shape, [Modality("mask", lambda m: m, known=masked)],
+    z, x = algorithm1(net, spaced, masked.shape, [Modality("mask", lambda m: m, known=masked)],
                             generator=torch.Generator().manual_seed(0), clip_denoised=True)
     assert torch.isfinite(z).all() and torch.equal(x["mask"], masked)

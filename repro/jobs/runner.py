@@ -4,7 +4,7 @@ Cluster-agnostic: the same `run_job` executes in this process (`--cluster local`
 inside submitit's debug executor, or on a SLURM node, as one rank or several (only
 rank 0 keeps the books: status, log.txt, result; rank r logs to log.rank<r>.txt).
 
-Stopping: whoever owns the process's signals (repro/cluster.py on SLURM) calls
+Stopping: whoever owns the process's signals (repro/dispatch/slurm_entry.py on SLURM) calls
 `request_stop(signum)`; long job bodies poll `stop_requested()` at points where their
 state is consistent, save it, and raise `Preempted`. The job then ends as "preempted"
 (not failed) and resumes from that state when it runs again.

@@ -7,19 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from repro.errors import UserError
 from repro.tasks import masked_image, image_label, translation, representation  # noqa: F401,I001  (they register, in this order)
-from repro.tasks.base import TASKS, Task, register
+from repro.tasks.base import TASKS, Task, register, task_class
 from repro.tasks.generation import SingleTaskGeneration
 
 __all__ = ["TASKS", "Task", "check_task", "make_task", "register", "task_class"]
-
-
-def task_class(cfg: Mapping[str, Any]) -> type[Task]:
-    name = cfg["task"]["name"]
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
-    return TASKS[name]
 
 
 def make_task(cfg: Mapping[str, Any]) -> Task:

@@ -30,6 +30,14 @@ def register(cls: type["Task"]) -> type["Task"]:
     return cls
 
 
+def task_class(cfg: Mapping[str, Any]) -> type["Task"]:
+    """The registered Task class that `cfg["task"]["name"]` names; UserError naming the choices."""
+    name = cfg["task"]["name"]
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
 class Task(abc.ABC):
     """One experiment of the paper (Section 4, Appendix E)."""
 

@@ -55,7 +55,7 @@ class SingleTaskGeneration(Task):
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "SingleTaskGeneration":
-        from repro.tasks import task_class
+        from repro.tasks.base import task_class
 
         return cls(task_class(cfg).from_config(cfg))
 
