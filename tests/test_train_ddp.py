@@ -45,6 +45,9 @@ def _rank(rank: int, world_size: int, port: int, job, store: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from task_adapter import install   # a spawned process: conftest's fixture does not reach it
+
+    install()
     world = world_from_environment()
     with process_group(world):     # the averaged gradient of a toy least-squares problem
         net, x, y = _toy_problem()

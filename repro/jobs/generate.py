@@ -16,14 +16,14 @@ from repro.data.pixels import to_uint8
 from repro.io import atomic_save_npz, atomic_write_bytes
 from repro.jobs.sample import sampling_process
 from repro.jobs.store import JobDir
-from repro.jobs.train import load_trained
+from repro.jobs.trained import load_trained
 from repro.tasks.generation import base_task, generate, restore_for_generation
 
 FILE = "samples.npz"
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
-    from repro.jobs.classifier import load_classifier
+    from repro.jobs.trained import load_classifier
     from repro.tasks.image_label import num_classes
 
     row, smp = cfg["row"], cfg["sample"]

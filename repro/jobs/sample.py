@@ -9,7 +9,7 @@ from typing import Any
 
 from repro.diffusion import MTProcess
 from repro.jobs.store import JobDir
-from repro.jobs.train import load_trained
+from repro.jobs.trained import load_trained
 from repro.tasks import make_task
 
 
