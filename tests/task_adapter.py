@@ -5,7 +5,7 @@ unconditionally (repro/tasks/base.py, written by another worker). Tasks of this 
 take `encoders(variant)` and only some have `training_data`; `install()` wraps `make_task` where
 the jobs layer calls it so that they answer the new calls the old way. Once a task has the new
 `encoders(model, variant)` the wrapper leaves it alone, so this is a no-op after the merge
-(and can then be deleted with its one use in conftest.py).
+(and can then be deleted with its one use in conftest.py, and the one in test_train_ddp.py).
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ class OldInterfaceTask:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
 
-    def encoders(self, model, variant: str) -> dict:
-        return self._task.encoders(variant)
+    def encoders(self, *args) -> dict:
+        """(model, variant) as the harness calls it, or (variant) as old task code still does."""
+        return self._task.encoders(args[-1])
 
     def training_data(self, cfg, deps):
         if hasattr(self._task, "training_data"):
