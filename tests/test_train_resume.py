@@ -52,8 +52,8 @@ def test_stop_request_checkpoints_the_current_step_and_resumes_bit_exactly(tmp_p
 
     run_job(job, tmp_path / "cut")
     assert f"resuming from step {STOP_AFTER}" in (cut / "log.txt").read_text()
-    a = torch.load(whole / train_body.MODEL, weights_only=False)
-    b = torch.load(cut / train_body.MODEL, weights_only=False)
+    a = torch.load(whole / train_body.MODEL, weights_only=True)
+    b = torch.load(cut / train_body.MODEL, weights_only=True)
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         for name in a[part]:
