@@ -62,16 +62,9 @@ def _task_block(cfg: DictConfig, name: str, model: str) -> dict[str, Any]:
 
 def _released_path(cfg: DictConfig, key: str, what: str) -> str:
     """The configured file of a released guided-diffusion checkpoint; UserError naming it if absent."""
-    from pathlib import Path
+    from repro.weights import check_weights
 
-    value = cfg.get("weights", {}).get(key)
-    if not value:
-        raise UserError(f"{what} needs weights.{key}: set weights.{key}=/path/to/the released checkpoint")
-    path = Path(str(value)).expanduser()
-    if not path.is_file():
-        raise UserError(f"released checkpoint {path} (weights.{key}) not found: download {path.name} from "
-                        f"openai/guided-diffusion's released checkpoints or set weights.{key}=/path/to/it")
-    return str(path)
+    return str(check_weights(key, cfg.get("weights", {}).get(key), needed_by=what))
 
 
 def released_job(cfg: DictConfig, model: str, m: dict[str, Any]) -> Job:
@@ -115,10 +108,9 @@ def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
 
     eval_cfg = _pick(cfg, "data", "features")
     if cfg.features.kind == "pretrained":
-        w = Path(str(cfg.get("weights", {}).get("inception") or INCEPTION_FILE)).expanduser()
-        if not w.is_file():
-            raise UserError(f"Inception weights {w} not found: torch-fidelity normally downloads {INCEPTION_FILE} "
-                            f"into ~/.cache/torch/hub/checkpoints/; copy it there or set weights.inception=/path/to/it")
+        from repro.weights import check_weights
+
+        w = check_weights("inception", cfg.get("weights", {}).get("inception") or INCEPTION_FILE)
         eval_cfg["weights"] = {"inception": str(w)}
     batch = cfg.eval.get("reference_batch")
     if batch and not Path(str(batch)).expanduser().is_file():

@@ -46,10 +46,9 @@ def validate(cfg: DictConfig) -> None:
     check_data(cfg.data)
     check_task(cfg)
     if cfg.features.kind == "pretrained" and cfg.table.evaluation == "lpips_restoration":
-        w = Path(str(cfg.weights.lpips_alexnet)).expanduser()
-        if not w.is_file():
-            raise UserError(f"LPIPS AlexNet weights {w} not found: put torchvision's alexnet-owt-7be5be79.pth "
-                            f"there or set weights.lpips_alexnet=/path/to/it")
+        from repro.weights import check_weights
+
+        check_weights("lpips_alexnet", cfg.weights.lpips_alexnet)
 
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],

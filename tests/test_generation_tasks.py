@@ -14,7 +14,7 @@ from repro.diffusion.loss import IGNORE_INDEX
 from repro.jobs.job import Job
 from repro.jobs.runner import run_job
 from repro.jobs.store import JobStore
-from repro.jobs.train import load_trained
+from repro.jobs.trained import load_trained
 from repro.tasks import make_task
 from repro.tasks.generation import SingleTaskGeneration, generate
 from repro.tasks.image_label import ImageLabelTask

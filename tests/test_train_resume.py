@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import repro.jobs.harness as harness
 import repro.jobs.train as train_body
+from repro.jobs.trained import load_trained
 from repro.config import compose
 from repro.jobs.runner import Preempted, run_job
 from repro.jobs.store import JobStore
@@ -36,23 +38,22 @@ def test_stop_request_checkpoints_the_current_step_and_resumes_bit_exactly(tmp_p
         calls.append(1)
         return signal.SIGTERM if len(calls) >= STOP_AFTER else None
 
-    monkeypatch.setattr(train_body, "stop_requested", sigterm_after_step_5)
-    with pytest.raises(Preempted) as stop:
+    with monkeypatch.context() as patch, pytest.raises(Preempted) as stop:
+        patch.setattr(harness, "stop_requested", sigterm_after_step_5)
         run_job(job, tmp_path / "cut")
     cut = JobStore(tmp_path / "cut").dir(job)
     assert stop.value.step == STOP_AFTER and stop.value.signum == signal.SIGTERM
     status = json.loads((cut / "status.json").read_text())
     assert status["state"] == "preempted" and status["step"] == STOP_AFTER
     assert not cut.done and not (cut / train_body.MODEL).exists()
-    state = torch.load(cut / train_body.CHECKPOINT, weights_only=False)
+    state = torch.load(cut / train_body.CHECKPOINT, weights_only=True)
     assert state["step"] == STOP_AFTER           # the step it was on, not the periodic one (3)
     assert not list(cut.path.glob(".*.tmp"))
 
-    monkeypatch.undo()
     run_job(job, tmp_path / "cut")
     assert f"resuming from step {STOP_AFTER}" in (cut / "log.txt").read_text()
-    a = torch.load(whole / train_body.MODEL, weights_only=False)
-    b = torch.load(cut / train_body.MODEL, weights_only=False)
+    a = torch.load(whole / train_body.MODEL, weights_only=True)
+    b = torch.load(cut / train_body.MODEL, weights_only=True)
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         for name in a[part]:
@@ -75,10 +76,10 @@ def test_snapshot_of_step_k_is_the_final_ema_of_a_k_step_run(tmp_path):
     store = JobStore(tmp_path / "jobs")
     assert sorted(p.name for p in (store.dir(long).path / "snapshots").iterdir()) == ["ema_0000004.pt"]
     assert not (store.dir(short).path / "snapshots").exists()
-    _, snap, _, _ = train_body.load_trained(store.dir(long), step=4)
-    _, final, _, _ = train_body.load_trained(store.dir(short))
+    _, snap, _, _ = load_trained(store.dir(long), step=4)
+    _, final, _, _ = load_trained(store.dir(short))
     assert all(torch.equal(a, b) for a, b in zip(snap.state_dict().values(), final.state_dict().values()))
-    _, last, _, _ = train_body.load_trained(store.dir(long), step=STEPS)   # the final step is model.pt
+    _, last, _, _ = load_trained(store.dir(long), step=STEPS)   # the final step is model.pt
     assert not all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), final.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="no EMA snapshot of step 2"):
-        train_body.load_trained(store.dir(long), step=2)
+        load_trained(store.dir(long), step=2)

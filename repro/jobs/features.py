@@ -1,7 +1,9 @@
 """Job body: train the embedded profile's feature network (LPIPS, FID, IS backbone).
 
 No pretrained network can be downloaded here, so the embedded profile trains its own
-classifier on the embedded training split; every table names it as its extractor.
+classifier on the embedded training split; every table names it as its extractor. The
+training itself is repro.metrics.train_feature_net (why it is not a step of the training
+harness, repro/jobs/harness.py: its docstring).
 """
 from __future__ import annotations
 
@@ -16,23 +18,14 @@ FILE = "feature_net.pt"
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     from repro.data.embedded import load_split
     from repro.metrics import save_feature_net, train_feature_net
+    from repro.metrics.feature_net import feature_net_accuracy
 
     f = cfg["features"]
     train = load_split(embedded_files(cfg["data"])["train"])
     net, stats = train_feature_net(train.images, train.labels, steps=f["steps"], batch_size=f["batch_size"],
                                    lr=f["lr"], seed=cfg["seed"])
     test = load_split(embedded_files(cfg["data"])["test"])
-    stats["test_accuracy"] = accuracy(net, test.images, test.labels)
+    stats["test_accuracy"] = feature_net_accuracy(net, test.images, test.labels, batch_size=256)
     print(f"feature network: train accuracy {stats.get('train_accuracy')}, test accuracy {stats['test_accuracy']:.3f}")
     save_feature_net(net, out / FILE)
     return {"file": FILE, **{k: v for k, v in stats.items() if isinstance(v, (int, float, str))}}
-
-
-def accuracy(net, images, labels) -> float:
-    import torch
-
-    from repro.data.pixels import to_model_space
-
-    with torch.no_grad():
-        pred = torch.cat([net.logits(to_model_space(images[i:i + 256])).argmax(1) for i in range(0, len(images), 256)])
-    return float((pred.numpy() == labels).mean())

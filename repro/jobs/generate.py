@@ -19,13 +19,13 @@ from repro.errors import UserError
 from repro.jobs import samples
 from repro.jobs.sample import sampling_process
 from repro.jobs.store import JobDir
-from repro.jobs.train import load_trained
+from repro.jobs.trained import load_trained
 from repro.tasks.generation import generate, restore_for_generation
 from repro.tasks.masked_image import MaskedImageTask
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
-    from repro.jobs.classifier import load_classifier
+    from repro.jobs.trained import load_classifier
 
     row, smp = cfg["row"], cfg["sample"]
     snapshot = cfg.get("snapshot")   # a training step: sample that EMA snapshot (efficiency curves)

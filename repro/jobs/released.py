@@ -2,8 +2,8 @@
 
 The paper's ADM* rows use openai/guided-diffusion's released 128x128_diffusion.pt (the U-Net
 of Dhariwal & Nichol 2021, class-conditional, learned variance). The job builds the model its
-config describes, loads the file with strict=True (names, shapes and count must all match) and
-writes it as a finished train job would (`model.pt` with the same weights as "ema" and
+config describes and loads the file with strict=True (repro.jobs.trained.import_released),
+then writes it as a finished train job would (`model.pt` with the same weights as "ema" and
 "model"), so sampling and continued training read it like any other trained model.
 """
 from __future__ import annotations
@@ -11,23 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from repro.errors import UserError
 from repro.io import atomic_save_torch
 from repro.jobs.store import JobDir
-from repro.jobs.train import MODEL, build
+from repro.jobs.trained import MODEL, import_released
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     path = Path(cfg["released"]).expanduser()
-    _, model, _ = build(cfg)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.backbone.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise UserError(f"{path} does not fit the configured U-Net (unet block of the spec): "
-                        f"{str(err).splitlines()[0]}") from None
+    model = import_released(cfg, path)
     full = model.state_dict()
     atomic_save_torch(out / MODEL, {"ema": full, "model": full, "config": cfg})
     n = sum(p.numel() for p in model.backbone.parameters())

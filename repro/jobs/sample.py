@@ -12,7 +12,7 @@ from repro.data.registry import dataset
 from repro.diffusion import MTProcess
 from repro.jobs import samples
 from repro.jobs.store import JobDir
-from repro.jobs.train import load_trained
+from repro.jobs.trained import load_trained
 from repro.tasks import make_task
 
 

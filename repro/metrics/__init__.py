@@ -3,6 +3,7 @@
 Paper profile: lpips' AlexNet and torch-fidelity's Inception-v3, weights from local files.
 Embedded profile: a FeatureNet trained on the embedded data, plugged into the same code paths.
 """
+from repro.metrics.accuracy import topk_accuracy
 from repro.metrics.feature_extractors import (
     FEATURENET_NAME,
     INCEPTION_FILE,
@@ -15,7 +16,6 @@ from repro.metrics.feature_extractors import (
 from repro.metrics.feature_net import (
     FeatureNet,
     FeatureNetConfig,
-    accuracy,
     load_feature_net,
     save_feature_net,
     train_feature_net,
@@ -42,7 +42,6 @@ __all__ = [
     "FeatureNetExtractor",
     "InceptionSpatialExtractor",
     "ReferenceStats",
-    "accuracy",
     "compute_generation_metrics",
     "extract_features",
     "featurenet_extractor",
@@ -57,5 +56,6 @@ __all__ = [
     "precision_recall",
     "reference_statistics",
     "save_feature_net",
+    "topk_accuracy",
     "train_feature_net",
 ]

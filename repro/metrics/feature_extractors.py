@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import torch
 import torch_fidelity
@@ -28,10 +27,10 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from repro.errors import UserError
+from repro.weights import WEIGHTS, check_weights
 from repro.metrics.feature_net import SPATIAL_CHANNELS, FeatureNet, load_feature_net
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FILE = WEIGHTS["inception"].file
 INCEPTION_NAME = "repro-inception-v3-spatial"
 FEATURENET_NAME = "repro-featurenet"
 SPATIAL = "spatial"
@@ -64,13 +63,7 @@ class InceptionSpatialExtractor(_Fingerprinted, FeatureExtractorInceptionV3):
     """
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs):
-        path = Path(feature_extractor_weights_path) if feature_extractor_weights_path else None
-        if path is None or not path.is_file():
-            raise UserError(
-                f"Inception weights {path or INCEPTION_FILE} not found: torch-fidelity normally downloads "
-                f"{INCEPTION_FILE} into its cache ($TORCH_HOME/hub/checkpoints/, i.e. ~/.cache/torch/hub/checkpoints/); "
-                f"copy it here and set the configured feature_extractor_weights_path"
-            )
+        path = check_weights("inception", feature_extractor_weights_path)
         super().__init__(name, features_list, feature_extractor_weights_path=str(path), **kwargs)
         self._spatial: torch.Tensor | None = None
         # TF's mixed_6/conv:0 is the ReLU output of Mixed_6d's 1x1 branch (torch-fidelity's

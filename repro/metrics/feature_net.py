@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from repro.errors import UserError
 from repro.io import atomic_save_torch
+from repro.metrics.accuracy import topk_accuracy
 
 # sFID in the ADM suite keeps the first 7 of Inception's 192 mixed_6/conv channels.
 SPATIAL_CHANNELS = 7
@@ -128,20 +129,6 @@ def _check_images(images: np.ndarray, labels: np.ndarray | None = None) -> None:
         raise UserError(f"expected one label per image ({len(images)}), got shape {np.asarray(labels).shape}")
 
 
-@torch.no_grad()
-def accuracy(net: FeatureNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 512) -> float:
-    """Top-1 accuracy of `net` on uint8 images [N, H, W, 3]."""
-    _check_images(images, labels)
-    was_training = net.training
-    net.eval()
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        pred = net.logits(_to_model_space(images[i : i + batch_size])).argmax(dim=1)
-        correct += int((pred == torch.as_tensor(labels[i : i + batch_size])).sum())
-    net.train(was_training)
-    return correct / len(images)
-
-
 def train_feature_net(
     images: np.ndarray,
     labels: np.ndarray,
@@ -159,6 +146,12 @@ def train_feature_net(
     Same seed, data and thread count -> bit-identical weights: initialisation draws from a
     forked global RNG seeded with `seed`, mini-batches from a separate seeded generator.
     Returns (network in eval mode, stats with the final train accuracy and wall time).
+
+    Not a step of the jobs' training harness (repro/jobs/harness.py): its batches come from
+    epoch-wise permutations of one generator that runs through the whole training (not from
+    per-step generators), with Adam and a cosine schedule; moving it there would change its
+    weights and every embedded-profile LPIPS / FID / IS number. It trains in seconds and needs
+    no resuming, ranks or EMA, and it lives here, below the jobs layer, for the metric tests.
     """
     _check_images(images, labels)
     labels = np.asarray(labels, dtype=np.int64)
@@ -205,10 +198,16 @@ def train_feature_net(
         "num_images": len(images),
         "num_classes": num_classes,
         "final_loss": float(loss.item()),
-        "train_accuracy": accuracy(net, images, labels),
+        "train_accuracy": feature_net_accuracy(net, images, labels, batch_size=512),
         "train_time_s": time.perf_counter() - start,
     }
     return net, stats
+
+
+def feature_net_accuracy(net: FeatureNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy (repro.metrics.accuracy.topk_accuracy) on uint8 images [N, H, W, 3]."""
+    _check_images(images, labels)
+    return topk_accuracy(net, (_to_model_space(images),), torch.as_tensor(labels), ks=(1,), batch_size=batch_size)["top1"]
 
 
 def save_feature_net(net: FeatureNet, path: str | os.PathLike, stats: dict | None = None) -> Path:

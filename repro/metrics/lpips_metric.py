@@ -24,9 +24,10 @@ import torch
 import torch.nn as nn
 
 from repro.errors import UserError
+from repro.weights import WEIGHTS, check_weights
 from repro.metrics.feature_net import FeatureNet
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_FILE = WEIGHTS["lpips_alexnet"].file
 _STAGES = namedtuple("FeatureNetOutputs", ["relu1", "relu2", "relu3", "relu4", "relu5"])
 
 
@@ -93,12 +94,7 @@ def lpips_alexnet(alexnet_weights: str | os.PathLike, version: str = "0.1") -> l
     The AlexNet trunk is read from `alexnet_weights`, a torchvision AlexNet state dict
     (alexnet-owt-7be5be79.pth), whose `features.N.*` tensors are loaded into lpips' slices.
     """
-    path = Path(alexnet_weights)
-    if not path.is_file():
-        raise UserError(
-            f"LPIPS AlexNet weights {path} not found: copy torchvision's {ALEXNET_FILE} (normally downloaded to "
-            f"~/.cache/torch/hub/checkpoints/{ALEXNET_FILE}) there, or set the configured path to it"
-        )
+    path = check_weights("lpips_alexnet", alexnet_weights)
     lin_path = Path(lpips.__file__).parent / "weights" / f"v{version}" / "alex.pth"
     if not lin_path.is_file():
         raise UserError(f"LPIPS v{version} lin-layer weights {lin_path} missing from the lpips package; reinstall lpips")

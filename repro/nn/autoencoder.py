@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from repro.errors import UserError
+from repro.weights import check_weights
 
 # LDM's models/first_stage_models/kl-f8/config.yaml in diffusers' terms.
 KL_F8 = dict(
@@ -39,10 +40,7 @@ def kl_f8(path: str | Path, config: dict | None = None):
     """diffusers AutoencoderKL with the kl-f8 layout and the weights at `path` (UserError if absent)."""
     from diffusers import AutoencoderKL
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f"kl-f8 autoencoder weights {path} not found: put LDM's kl-f8 model.ckpt (or a diffusers "
-                        f"AutoencoderKL state dict) there or set task.autoencoder=/path/to/it")
+    path = check_weights("autoencoder", path)
     if path.is_dir():
         return AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
     cfg = dict(KL_F8 if config is None else config)

@@ -74,9 +74,9 @@ def load_embedder(cfg: Mapping[str, Any], deps: Mapping[str, Any]) -> tuple[Call
 
 
 def clip_embedder(path: Path) -> Callable[[Tensor], Tensor]:
-    if not path.is_file():
-        raise UserError(f"CLIP image encoder {path} not found: save one with TorchScript (e.g. OpenAI's ViT-L-14.pt, "
-                        f"or torch.jit.trace of OpenCLIP ViT-H/14's encode_image) and set weights.clip=/path/to/it")
+    from repro.weights import check_weights
+
+    path = check_weights("clip", path)
     model = torch.jit.load(str(path), map_location="cpu").eval()
     encode = model.encode_image if hasattr(model, "encode_image") else model
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
@@ -204,9 +204,9 @@ class RepresentationTask(Task):
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Fail before any job starts: the CLIP encoder of the paper profile must exist."""
     if cfg["features"]["kind"] == "pretrained":
-        clip_embedder_path = Path(str(cfg["weights"].get("clip") or "")).expanduser()
-        if not clip_embedder_path.is_file():
-            clip_embedder(clip_embedder_path)   # raises the UserError naming the file
+        from repro.weights import check_weights
+
+        check_weights("clip", cfg["weights"].get("clip"))
     elif cfg["features"]["kind"] != "embedded":
         raise UserError(f"the representation experiment needs features.kind embedded or pretrained, "
                         f"got {cfg['features']['kind']!r}")

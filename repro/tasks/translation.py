@@ -189,12 +189,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         raise UserError(f"task.space {t.get('space')!r} is unknown: choose one of {', '.join(SPACES)}")
     check_pairs(cfg["data"], t["source"], t["target"])
     if cfg["table"]["evaluation"] == "translation_fidelity" and cfg["features"]["kind"] == "pretrained":
-        w = Path(str(cfg["weights"]["inception"])).expanduser()
-        if not w.is_file():
-            raise UserError(f"Inception weights {w} not found: put torch-fidelity's pt_inception-2015-12-05-6726825d.pth "
-                            f"there or set weights.inception=/path/to/it")
+        from repro.weights import check_weights
+
+        check_weights("inception", cfg["weights"]["inception"])
     if t.get("space") == "kl-f8":
-        path = Path(str(t.get("autoencoder") or "")).expanduser()
-        if not str(t.get("autoencoder") or "") or not path.exists():
-            raise UserError(f"kl-f8 autoencoder weights {path} not found: put LDM's kl-f8 model.ckpt (or a "
-                            f"diffusers AutoencoderKL state dict) there or set task.autoencoder=/path/to/it")
+        from repro.weights import check_weights
+
+        check_weights("autoencoder", t.get("autoencoder"))

@@ -1,0 +1,124 @@
+"""Load a trained model: the one place that turns a job folder (or a released file) into a network.
+
+Files of record (what a finished job leaves; sampling, evaluation and continued training read them):
+
+    train / released job   model.pt       {"ema", "model", "config"}: the EMA weights sampling
+                                          uses, the raw weights continued training starts from,
+                                          the train config that rebuilds the network
+                           snapshots/ema_<step>.pt   EMA weights after <step> steps (snapshot_every)
+    classifier job         classifier.pt  {"state", "recipe"}: the weights and what rebuilds the
+                                          network (an ADM classifier or MT-Diffusion-E's label path)
+
+Every file holds tensors, dicts, lists, numbers and strings only, so all are read with
+`torch.load(..., weights_only=True)` (no pickled code runs).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from repro.diffusion import MTProcess
+from repro.errors import UserError
+from repro.jobs.harness import SNAPSHOT
+from repro.jobs.store import JobDir
+from repro.tasks import make_task
+
+MODEL = "model.pt"              # final weights of a train or released job
+CLASSIFIER = "classifier.pt"    # final weights of a classifier job
+
+
+def build_diffusion(cfg: Mapping[str, Any]):
+    """(task, network, training-time forward process) of a train job's config; fresh weights."""
+    task = make_task(cfg)
+    variant = cfg["model"]["variant"]
+    model = task.build_model(cfg["unet"], variant)
+    d = cfg["diffusion"]
+    process = MTProcess.from_config(d["schedule"], d["T"], d["weights"], task.n_modalities(variant),
+                                    weight_value=d["weight_value"])
+    return task, model, process
+
+
+def _load(path: Path | JobDir) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_trained(train_dir: JobDir, *, use_ema: bool = True, step: int | None = None):
+    """(task, EMA model in eval mode, training process, train config) of a finished train job;
+    with `step`, the EMA weights of its snapshot after that many steps (train.snapshot_every)."""
+    cfg = json.loads((train_dir / "job.json").read_text())["config"]
+    task, model, process = build_diffusion(cfg)
+    path = train_dir / MODEL
+    if step is not None and step != cfg.get("train", {}).get("steps"):
+        path = train_dir / SNAPSHOT.format(step=step)
+        if not use_ema or not path.exists():
+            raise FileNotFoundError(f"{train_dir.path} has no EMA snapshot of step {step} ({path.name}); "
+                                    f"its train.snapshot_every is {cfg['train'].get('snapshot_every')}")
+    model.load_state_dict(_load(path)["ema" if use_ema else "model"])
+    return task, model.eval().requires_grad_(False), process, cfg
+
+
+def init_from(job: JobDir, model: nn.Module, ema: nn.Module | None) -> None:
+    """Start from a finished train (or released) job's final weights: raw and EMA as saved."""
+    state = _load(job / MODEL)
+    model.load_state_dict(state.get("model", state["ema"]))
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    print(f"initialised from {job.path.name} ({json.loads((job / 'job.json').read_text())['name']})")
+
+
+def import_released(cfg: Mapping[str, Any], path: Path) -> nn.Module:
+    """The network a released-job config describes, its U-Net read from a released
+    guided-diffusion checkpoint with strict=True (names, shapes and count must all match)."""
+    _, model, _ = build_diffusion(cfg)
+    try:
+        model.backbone.load_state_dict(_load(path), strict=True)
+    except RuntimeError as err:
+        raise UserError(f"{path} does not fit the configured U-Net (unet block of the spec): "
+                        f"{str(err).splitlines()[0]}") from None
+    return model
+
+
+class MTEClassifier(nn.Module):
+    """MT-Diffusion-E as a classifier: its label head on the U-Net output, the null class as input."""
+
+    def __init__(self, model: nn.Module, null_label: int):
+        super().__init__()
+        self.model, self.null_label = model, null_label
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        y = torch.full((len(x),), self.null_label, dtype=torch.long, device=x.device)
+        return self.model(x, t, (), y=y)[1]["label"]
+
+
+def build_classifier(recipe: Mapping[str, Any]) -> nn.Module:
+    """A classifier network from its recipe (fresh weights): an ADM noisy classifier
+    ({"kind": "adm", "arch", "resolution", "num_classes"}) or MT-Diffusion-E's label path
+    ({"kind": "mt_e", "train_config", "null_label"})."""
+    if recipe["kind"] == "adm":
+        from repro.tasks.image_label import build_classifier as build_adm
+
+        return build_adm(recipe["arch"], recipe["resolution"], recipe["num_classes"])
+    _, model, _ = build_diffusion(recipe["train_config"])
+    return MTEClassifier(model, recipe["null_label"])
+
+
+def read_classifier(job: JobDir) -> tuple[nn.Module, dict[str, Any]]:
+    """(network with a classifier job's final weights, its recipe), as saved (train mode)."""
+    state = _load(job / CLASSIFIER)
+    net = build_classifier(state["recipe"])
+    net.load_state_dict(state["state"])
+    return net, state["recipe"]
+
+
+def load_classifier(job: JobDir) -> nn.Module:
+    """The final classifier of a finished classifier job, frozen, in eval mode."""
+    return read_classifier(job)[0].eval().requires_grad_(False)
+
+
+def load_released_classifier(net: nn.Module, path: Path) -> None:
+    """A released guided-diffusion classifier (64x64_classifier.pt, ...) into `net`, strict=True."""
+    net.load_state_dict(_load(path), strict=True)
