@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("report", ("repro.report", "repro.report.*")),
     ("data/metrics/diffusion/nn", ("repro.data", "repro.data.*", "repro.metrics", "repro.metrics.*",
                                    "repro.diffusion", "repro.diffusion.*", "repro.nn", "repro.nn.*")),
-    ("io/errors", ("repro", "repro.io", "repro.errors")),    # `repro` itself: the empty package __init__
+    ("io/errors", ("repro", "repro.io", "repro.errors", "repro.weights")),    # `repro` itself: the empty package __init__
 ]
 
 
