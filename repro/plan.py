@@ -1,7 +1,10 @@
 """Expand a table spec into its DAG of jobs: [features] -> train -> sample -> evaluate.
 
 Each job gets only the parts of the config that determine its output, so changing, say,
-the number of evaluation images re-runs sampling and evaluation but not training.
+the number of evaluation images re-runs sampling and evaluation but not training. The plan
+builds each job's view of the spec (a model's own overrides merged in, its task's block);
+the bodies that declare what they read (`reads(view)`, repro/jobs/train.py) get exactly
+that part of their view (repro.jobs.job.select), and their key hashes nothing else.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from omegaconf import DictConfig
 
 from repro.config import to_dict
 from repro.errors import UserError
-from repro.jobs.job import Job
+from repro.jobs.job import Job, select
+from repro.jobs.train import reads as train_reads
 
 
 
@@ -39,19 +43,25 @@ def train_job(cfg: DictConfig, model: str, feats: Job | None = None, _chain: tup
     m = to_dict(cfg.models[model])
     if m.get("released"):
         return released_job(cfg, model, m)
-    config = _pick(cfg, "data", "task", "unet", "train", "seed")
-    config["diffusion"] = {k: v for k, v in to_dict(cfg.diffusion).items() if k != "prior"}
-    config["model"] = m
-    if "task" in m:    # a model of another task than the spec's own (Table 2's image-label rows)
-        config["task"] = _task_block(cfg, m["task"], model)
+    view = _model_view(cfg, model, m, "train")
     if "train" in m:   # a model's own budget (continued training, finetuning stages)
-        config["train"] = {**config["train"], **m["train"]}
+        view["train"] = {**view["train"], **m["train"]}
+    config = select(view, train_reads(view))
     deps = {"features": feats} if feats is not None and cfg.task.get("uses_features", False) else {}
     if "init" in m:    # continue from another model's final weights (repro.jobs.train.init_from)
         if m["init"] == model or len(_chain) > 8:
             raise UserError(f"model {model!r}: init chain {' -> '.join((*_chain, model))} loops")
         deps["init"] = train_job(cfg, m["init"], feats, _chain=(*_chain, model))
     return Job("train", f"train/{model}", config, deps)
+
+
+def _model_view(cfg: DictConfig, model: str, m: dict[str, Any], *blocks: str) -> dict[str, Any]:
+    """What a train or released job of `model` may read: the spec's blocks, its task, its model entry."""
+    view = _pick(cfg, "data", "task", "unet", "diffusion", "seed", *blocks)
+    view["model"] = m
+    if "task" in m:    # a model of another task than the spec's own (Table 2's image-label rows)
+        view["task"] = _task_block(cfg, m["task"], model)
+    return view
 
 
 def _task_block(cfg: DictConfig, name: str, model: str) -> dict[str, Any]:
@@ -76,11 +86,8 @@ def _released_path(cfg: DictConfig, key: str, what: str) -> str:
 
 def released_job(cfg: DictConfig, model: str, m: dict[str, Any]) -> Job:
     """A released checkpoint imported into the store; sampled and trained on like a train job."""
-    config = _pick(cfg, "data", "task", "unet", "seed")
-    config["diffusion"] = {k: v for k, v in to_dict(cfg.diffusion).items() if k != "prior"}
-    config["model"] = m
-    if "task" in m:
-        config["task"] = _task_block(cfg, m["task"], model)
+    view = _model_view(cfg, model, m)
+    config = select(view, (p for p in train_reads(view) if not p.startswith("train.")))   # builds as training does
     config["released"] = _released_path(cfg, m["released"], f"model {model!r}")
     return Job("released", f"released/{model}", config)
 

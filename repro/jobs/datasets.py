@@ -25,10 +25,13 @@ class ImageSet:
         return self._get(np.asarray(index))
 
 
-def embedded_files(data: Mapping[str, Any]) -> dict[str, Path]:
+def embedded_files(data: Mapping[str, Any], split: str | None = None) -> dict[str, Path]:
+    """The embedded splits' files (made if absent): both, or only `split` (reading only its size)."""
     from repro.data.embedded import ensure_embedded
 
-    return ensure_embedded(Path(data["root"]), data["n_train"], data["n_test"], data["seed"], data["resolution"])
+    n_train = data["n_train"] if split in (None, "train") else None
+    n_test = data["n_test"] if split in (None, "test") else None
+    return ensure_embedded(Path(data["root"]), n_train, n_test, data["seed"], data["resolution"])
 
 
 def load_images(data: Mapping[str, Any], split: str) -> ImageSet:
@@ -36,7 +39,7 @@ def load_images(data: Mapping[str, Any], split: str) -> ImageSet:
     if data["name"] == "embedded":
         from repro.data.embedded import load_split
 
-        s = load_split(embedded_files(data)[split])
+        s = load_split(embedded_files(data, split)[split])
         images = to_model_space(s.images)
         return ImageSet(lambda i: images[torch.as_tensor(i)], s.labels, f"embedded-{data['resolution']}px-{split}")
     if data["name"] == "imagenet":

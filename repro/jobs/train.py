@@ -51,15 +51,39 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+# What this body reads of its job's config (repro.jobs.job.select keeps exactly these, so the
+# job's key hashes them and nothing else; tests/test_job_reads.py checks it against the code).
+TRAIN_READS = ("seed", "unet", "task", "model.variant", "model.single_task", "model.label_dropout",
+               "diffusion.schedule", "diffusion.T", "train.steps", "train.batch_size", "train.lr",
+               "train.ema_rate", "train.checkpoint_every", "train.log_every", "train.snapshot_every",
+               "train.sleep_s")
+# Eq. 3's aggregation weights and eq. 6's lambda only act through the modalities: a model
+# without any (the ADM baseline) never reads them.
+MULTI_TASK_READS = ("diffusion.weights", "diffusion.weight_value", "diffusion.lam")
+TEST_SPLIT_DATA = ("n_test", "test_root", "test_split")   # training never reads the test split
+
+
+def reads(view: Mapping[str, Any]) -> list[str]:
+    """The config paths a train (or released) job reads, given the plan's view of it."""
+    data = [f"data.{k}" for k in view["data"] if k not in TEST_SPLIT_DATA]
+    multi = make_task(view).n_modalities(view["model"]["variant"]) > 0
+    return [*TRAIN_READS, *data, *(MULTI_TASK_READS if multi else ())]
+
+
+def make_process(d: Mapping[str, Any], n_modalities: int, respacing: str | int | None = None) -> MTProcess:
+    """The forward process of a train config's `diffusion` block; with no modality the
+    aggregation weights never enter (eq. 3 has no sum), so they are not read."""
+    weights = (d["weights"], d["weight_value"]) if n_modalities else ("zero", 1.0)
+    return MTProcess.from_config(d["schedule"], d["T"], weights[0], n_modalities, weight_value=weights[1],
+                                 respacing=respacing)
+
+
 def build(cfg: Mapping[str, Any]):
     """Task, network and training-time forward process of a train job's config."""
     task = make_task(cfg)
     variant = cfg["model"]["variant"]
     model = task.build_model(cfg["unet"], variant)
-    d = cfg["diffusion"]
-    process = MTProcess.from_config(d["schedule"], d["T"], d["weights"], task.n_modalities(variant),
-                                    weight_value=d["weight_value"])
-    return task, model, process
+    return task, model, make_process(cfg["diffusion"], task.n_modalities(variant))
 
 
 @torch.no_grad()
@@ -118,7 +142,7 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
         k, noise = draw_steps_and_noise(process, z0.shape, g, z0.dtype)
         z0, x, net_inputs, k, noise = (_slice(v, shard, world.device) for v in (z0, x, net_inputs, k, noise))
         net = functools.partial(model, **net_inputs) if net_inputs else model   # e.g. y= class labels
-        loss, parts = training_losses(net, process, z0, x, encoders, kinds, cfg["diffusion"]["lam"],
+        loss, parts = training_losses(net, process, z0, x, encoders, kinds, cfg["diffusion"]["lam"] if kinds else 0.0,
                                       steps=k, noise=noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -102,7 +102,7 @@ def _embedded_pairs(data: Mapping[str, Any], split: str, source: str, target: st
     from repro.data.embedded import SEMANTIC_PALETTE, load_split
     from repro.jobs.datasets import embedded_files
 
-    s = load_split(embedded_files(data)[split])
+    s = load_split(embedded_files(data, split)[split])
     fields = {"photo": s.images, "day": s.images, "night": s.night}
     src = fields[source]
     if target == "labels":
