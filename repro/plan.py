@@ -17,6 +17,7 @@ from repro.config import to_dict
 from repro.errors import UserError
 from repro.jobs.job import Job, select
 from repro.jobs.train import reads as train_reads
+from repro.report.paper import column_names
 
 
 
@@ -132,7 +133,7 @@ def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"reference batch {batch} (eval.reference_batch) not found: the ADM evaluation suite's "
                         f"reference batches (e.g. VIRTUAL_imagenet64_labeled.npz) come with openai/guided-diffusion's "
                         f"evaluations; set eval.reference_batch=/path/to/it or null to use the training images")
-    eval_cfg["table"] = {k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")}
+    eval_cfg["table"] = {"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation}
     eval_cfg["eval"] = {k: to_dict(cfg.eval[k]) for k in ("batch_size", "reference", "reference_batch", "isc_splits",
                                                           "prc_k") if k in cfg.eval}
     return eval_cfg
@@ -214,7 +215,7 @@ def plan(cfg: DictConfig) -> list[RowPlan]:
             sample = Job("sample", f"sample/{row.name}", sample_cfg, deps)
         samples[row.name] = sample
         eval_cfg = _pick(cfg, "features", "weights")
-        eval_cfg.update(row=to_dict(row), table={k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")},
+        eval_cfg.update(row=to_dict(row), table={"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation},
                         eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size") if k in cfg.eval})
         eval_deps = {"samples": sample, **({"features": feats} if feats else {})}
         rows.append(RowPlan(row.name, Job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
