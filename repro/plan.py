@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from repro.config import to_dict
 from repro.errors import UserError
 from repro.jobs.job import Job, select
-from repro.jobs.train import reads as train_reads
+from repro.jobs.runner import declared_reads
 from repro.report.paper import column_names
 
 
@@ -31,10 +31,17 @@ def _pick(cfg: DictConfig, *keys: str) -> dict[str, Any]:
     return {k: to_dict(cfg[k]) for k in keys if k in cfg}
 
 
+def _job(kind: str, name: str, view: dict[str, Any], deps: dict[str, Job] | None = None) -> Job:
+    """A job of `kind` whose config is the part of `view` its body reads (all of it where the
+    body declares nothing yet), so that its key changes with exactly those settings."""
+    reads = declared_reads(kind, view)
+    return Job(kind, name, view if reads is None else select(view, reads), deps or {})
+
+
 def features_job(cfg: DictConfig) -> Job | None:
     if cfg.features.kind != "embedded":
         return None
-    return Job("features", "features/embedded", _pick(cfg, "data", "features", "seed"))
+    return _job("features", "features/embedded", _pick(cfg, "data", "features", "seed"))
 
 
 def train_job(cfg: DictConfig, model: str, feats: Job | None = None, _chain: tuple[str, ...] = ()) -> Job:
@@ -47,13 +54,12 @@ def train_job(cfg: DictConfig, model: str, feats: Job | None = None, _chain: tup
     view = _model_view(cfg, model, m, "train")
     if "train" in m:   # a model's own budget (continued training, finetuning stages)
         view["train"] = {**view["train"], **m["train"]}
-    config = select(view, train_reads(view))
     deps = {"features": feats} if feats is not None and cfg.task.get("uses_features", False) else {}
     if "init" in m:    # continue from another model's final weights (repro.jobs.train.init_from)
         if m["init"] == model or len(_chain) > 8:
             raise UserError(f"model {model!r}: init chain {' -> '.join((*_chain, model))} loops")
         deps["init"] = train_job(cfg, m["init"], feats, _chain=(*_chain, model))
-    return Job("train", f"train/{model}", config, deps)
+    return _job("train", f"train/{model}", view, deps)
 
 
 def _model_view(cfg: DictConfig, model: str, m: dict[str, Any], *blocks: str) -> dict[str, Any]:
@@ -88,9 +94,8 @@ def _released_path(cfg: DictConfig, key: str, what: str) -> str:
 def released_job(cfg: DictConfig, model: str, m: dict[str, Any]) -> Job:
     """A released checkpoint imported into the store; sampled and trained on like a train job."""
     view = _model_view(cfg, model, m)
-    config = select(view, (p for p in train_reads(view) if not p.startswith("train.")))   # builds as training does
-    config["released"] = _released_path(cfg, m["released"], f"model {model!r}")
-    return Job("released", f"released/{model}", config)
+    view["released"] = _released_path(cfg, m["released"], f"model {model!r}")
+    return _job("released", f"released/{model}", view)
 
 
 def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
@@ -112,7 +117,7 @@ def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
         deps["init"] = train_job(cfg, c["init"], feats)
     elif kind != "scratch":
         raise UserError(f"classifier {name!r}: source {kind!r} is not one of scratch, released, classifier, mt_e")
-    return Job("classifier", f"classifier/{name}", config, deps)
+    return _job("classifier", f"classifier/{name}", config, deps)
 
 
 def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
@@ -154,9 +159,9 @@ def _generation_row(cfg: DictConfig, row: DictConfig, eval_cfg: dict[str, Any], 
     name = row.name if snapshot is None else f"{row.name}@{snapshot}"
     if snapshot is not None:
         gen_cfg["snapshot"] = snapshot
-    gen = Job("generate", f"generate/{name}", gen_cfg, deps)
+    gen = _job("generate", f"generate/{name}", gen_cfg, deps)
     eval_deps = {"samples": gen, **({"features": feats} if feats else {})}
-    return Job("evaluate", f"evaluate/{name}", {**eval_cfg, "row": r}, eval_deps)
+    return _job("evaluate", f"evaluate/{name}", {**eval_cfg, "row": r}, eval_deps)
 
 
 def generation_plan(cfg: DictConfig) -> list[RowPlan]:
@@ -212,11 +217,11 @@ def plan(cfg: DictConfig) -> list[RowPlan]:
             sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
                               eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")
                                     if k in cfg.eval})
-            sample = Job("sample", f"sample/{row.name}", sample_cfg, deps)
+            sample = _job("sample", f"sample/{row.name}", sample_cfg, deps)
         samples[row.name] = sample
         eval_cfg = _pick(cfg, "features", "weights")
         eval_cfg.update(row=to_dict(row), table={"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation},
                         eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size") if k in cfg.eval})
         eval_deps = {"samples": sample, **({"features": feats} if feats else {})}
-        rows.append(RowPlan(row.name, Job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
+        rows.append(RowPlan(row.name, _job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
     return rows

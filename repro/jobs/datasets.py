@@ -53,6 +53,17 @@ def load_images(data: Mapping[str, Any], split: str) -> ImageSet:
     raise UserError(f"unknown dataset {data['name']!r}: choose embedded or imagenet")
 
 
+TEST_SPLIT = ("n_test", "test_root", "test_split")   # settings only the test split reads
+TRAIN_SPLIT = ("n_train",)                           # settings only the train split reads
+
+
+def data_reads(data: Mapping[str, Any], split: str) -> list[str]:
+    """The `data.*` settings that loading `split` reads (a body's declaration of what it reads,
+    repro.jobs.job.select): a training job's key then does not follow the test split's size."""
+    other = TEST_SPLIT if split == "train" else TRAIN_SPLIT
+    return [f"data.{k}" for k in data if k not in other]
+
+
 def check_data(data: Mapping[str, Any]) -> None:
     """Fail early (exit 2) when a configured dataset is missing (the embedded one is made by its jobs)."""
     if data["name"] == "embedded":

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from repro.diffusion import MTProcess, training_losses
 from repro.diffusion.loss import draw_steps_and_noise
 from repro.io import atomic_save_torch, atomic_write_json
-from repro.jobs.datasets import load_images
+from repro.jobs.datasets import data_reads, load_images
 from repro.jobs.distributed import World, all_sum, average_gradients, barrier, process_group, world_from_environment
 from repro.jobs.runner import Preempted, stop_requested
 from repro.jobs.store import JobDir
@@ -60,14 +60,12 @@ TRAIN_READS = ("seed", "unet", "task", "model.variant", "model.single_task", "mo
 # Eq. 3's aggregation weights and eq. 6's lambda only act through the modalities: a model
 # without any (the ADM baseline) never reads them.
 MULTI_TASK_READS = ("diffusion.weights", "diffusion.weight_value", "diffusion.lam")
-TEST_SPLIT_DATA = ("n_test", "test_root", "test_split")   # training never reads the test split
 
 
 def reads(view: Mapping[str, Any]) -> list[str]:
     """The config paths a train (or released) job reads, given the plan's view of it."""
-    data = [f"data.{k}" for k in view["data"] if k not in TEST_SPLIT_DATA]
     multi = make_task(view).n_modalities(view["model"]["variant"]) > 0
-    return [*TRAIN_READS, *data, *(MULTI_TASK_READS if multi else ())]
+    return [*TRAIN_READS, *data_reads(view["data"], "train"), *(MULTI_TASK_READS if multi else ())]
 
 
 def make_process(d: Mapping[str, Any], n_modalities: int, respacing: str | int | None = None) -> MTProcess:
