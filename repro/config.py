@@ -13,19 +13,14 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from repro.errors import UserError
+from repro.report.paper import BENCHMARKS, NAMED_SPECS, spec_stems
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PROFILES = ("tiny", "smoke", "paper")
-
-
-# Specs that are not numbered tables of the paper (Appendix E.1's night2day numbers, E.4's experiment).
-NAMED_SPECS = ("night2day", "representation")
 
 
 def available_tables() -> list[str]:
     """Numbered tables (benchmarks/tableN.yaml) first, then the named specs that exist."""
-    numbered = sorted(p.stem.removeprefix("table") for p in BENCHMARKS.glob("table*.yaml"))
-    return numbered + [n for n in NAMED_SPECS if (BENCHMARKS / f"{n}.yaml").is_file()]
+    return [s.removeprefix("table") if s not in NAMED_SPECS else s for s in spec_stems()]
 
 
 def spec_name(table: str) -> str:

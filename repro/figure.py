@@ -40,28 +40,6 @@ def curves_frame(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["series", "iteration", "top1", "top5"])
 
 
-def check_claim(frame: pd.DataFrame, ours: str, baseline: str) -> list[dict]:
-    """The paper's two statements about Figure 6, on our curves (top-1 and top-5)."""
-    a = frame[frame.series == ours].set_index("iteration")
-    b = frame[frame.series == baseline].set_index("iteration")
-    steps = sorted(set(a.index) & set(b.index))
-    out = []
-    for k in ("top1", "top5"):
-        gap = a.loc[steps, k] - b.loc[steps, k]
-        above = bool((gap > 0).all()) if steps else False
-        out.append({"text": f"{ours} above {baseline} at every iteration ({k})",
-                    "status": "held" if above else "not held",
-                    "detail": ", ".join(f"{s}: {a.at[s, k]:.3f} vs {b.at[s, k]:.3f}" for s in steps)})
-        # Narrowing is about the distance between the curves, whichever is on top: a gap of
-        # -0.34 that becomes -0.35 has widened.
-        narrows = bool(len(steps) > 1 and abs(gap.iloc[-1]) < abs(gap.iloc[0]))
-        out.append({"text": f"the {k} gap narrows with finetuning",
-                    "status": "held" if narrows else "not held",
-                    "detail": f"gap {gap.iloc[0]:+.3f} at iteration {steps[0]}, {gap.iloc[-1]:+.3f} at {steps[-1]}"
-                    if steps else "no common iterations"})
-    return out
-
-
 def plot(frame: pd.DataFrame, path: Path, caption: str) -> list[Path]:
     import matplotlib
 
@@ -90,6 +68,7 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
     from repro.config import compose
     from repro.io import atomic_write_json, atomic_write_text
     from repro.jobs.store import JobStore
+    from repro.report.claims import curve_claims
     from repro.report.provenance import git_commit
     from repro.table import validate
 
@@ -103,7 +82,7 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
     results = {label: JobStore(store).dir(job).result() for label, job in jobs.items()}
     frame = curves_frame(results)
     labels = list(jobs)
-    claims = check_claim(frame, labels[0], labels[1])
+    claims = curve_claims(frame, labels[0], labels[1])
     n_eval = min(r["n_eval"] for r in results.values())
     caption = (f"profile {cfg.profile}; {cfg.data.name} {cfg.data.resolution}x{cfg.data.resolution}; "
                f"accuracy on {n_eval} noised test images; commit {git_commit()}")

@@ -1,7 +1,10 @@
 """Expand a table spec into its DAG of jobs: [features] -> train -> sample -> evaluate.
 
 Each job gets only the parts of the config that determine its output, so changing, say,
-the number of evaluation images re-runs sampling and evaluation but not training.
+the number of evaluation images re-runs sampling and evaluation but not training. The plan
+builds each job's view of the spec (a model's own overrides merged in, its task's block);
+the bodies that declare what they read (`reads(view)`, repro/jobs/train.py) get exactly
+that part of their view (repro.jobs.job.select), and their key hashes nothing else.
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from omegaconf import DictConfig
 
 from repro.config import to_dict
 from repro.errors import UserError
-from repro.jobs.job import Job
+from repro.jobs.job import Job, select
+from repro.jobs.runner import declared_reads
+from repro.report.paper import column_names
 
 
 
@@ -26,10 +31,17 @@ def _pick(cfg: DictConfig, *keys: str) -> dict[str, Any]:
     return {k: to_dict(cfg[k]) for k in keys if k in cfg}
 
 
+def _job(kind: str, name: str, view: dict[str, Any], deps: dict[str, Job] | None = None) -> Job:
+    """A job of `kind` whose config is the part of `view` its body reads (all of it where the
+    body declares nothing yet), so that its key changes with exactly those settings."""
+    reads = declared_reads(kind, view)
+    return Job(kind, name, view if reads is None else select(view, reads), deps or {})
+
+
 def features_job(cfg: DictConfig) -> Job | None:
     if cfg.features.kind != "embedded":
         return None
-    return Job("features", "features/embedded", _pick(cfg, "data", "features", "seed"))
+    return _job("features", "features/embedded", _pick(cfg, "data", "features", "seed"))
 
 
 def train_job(cfg: DictConfig, model: str, feats: Job | None = None, _chain: tuple[str, ...] = ()) -> Job:
@@ -39,19 +51,24 @@ def train_job(cfg: DictConfig, model: str, feats: Job | None = None, _chain: tup
     m = to_dict(cfg.models[model])
     if m.get("released"):
         return released_job(cfg, model, m)
-    config = _pick(cfg, "data", "task", "unet", "train", "seed")
-    config["diffusion"] = {k: v for k, v in to_dict(cfg.diffusion).items() if k != "prior"}
-    config["model"] = m
-    if "task" in m:    # a model of another task than the spec's own (Table 2's image-label rows)
-        config["task"] = _task_block(cfg, m["task"], model)
+    view = _model_view(cfg, model, m, "train")
     if "train" in m:   # a model's own budget (continued training, finetuning stages)
-        config["train"] = {**config["train"], **m["train"]}
+        view["train"] = {**view["train"], **m["train"]}
     deps = {"features": feats} if feats is not None and cfg.task.get("uses_features", False) else {}
     if "init" in m:    # continue from another model's final weights (repro.jobs.train.init_from)
         if m["init"] == model or len(_chain) > 8:
             raise UserError(f"model {model!r}: init chain {' -> '.join((*_chain, model))} loops")
         deps["init"] = train_job(cfg, m["init"], feats, _chain=(*_chain, model))
-    return Job("train", f"train/{model}", config, deps)
+    return _job("train", f"train/{model}", view, deps)
+
+
+def _model_view(cfg: DictConfig, model: str, m: dict[str, Any], *blocks: str) -> dict[str, Any]:
+    """What a train or released job of `model` may read: the spec's blocks, its task, its model entry."""
+    view = _pick(cfg, "data", "task", "unet", "diffusion", "seed", *blocks)
+    view["model"] = m
+    if "task" in m:    # a model of another task than the spec's own (Table 2's image-label rows)
+        view["task"] = _task_block(cfg, m["task"], model)
+    return view
 
 
 def _task_block(cfg: DictConfig, name: str, model: str) -> dict[str, Any]:
@@ -69,13 +86,9 @@ def _released_path(cfg: DictConfig, key: str, what: str) -> str:
 
 def released_job(cfg: DictConfig, model: str, m: dict[str, Any]) -> Job:
     """A released checkpoint imported into the store; sampled and trained on like a train job."""
-    config = _pick(cfg, "data", "task", "unet", "seed")
-    config["diffusion"] = {k: v for k, v in to_dict(cfg.diffusion).items() if k != "prior"}
-    config["model"] = m
-    if "task" in m:
-        config["task"] = _task_block(cfg, m["task"], model)
-    config["released"] = _released_path(cfg, m["released"], f"model {model!r}")
-    return Job("released", f"released/{model}", config)
+    view = _model_view(cfg, model, m)
+    view["released"] = _released_path(cfg, m["released"], f"model {model!r}")
+    return _job("released", f"released/{model}", view)
 
 
 def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
@@ -97,7 +110,7 @@ def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
         deps["init"] = train_job(cfg, c["init"], feats)
     elif kind != "scratch":
         raise UserError(f"classifier {name!r}: source {kind!r} is not one of scratch, released, classifier, mt_e")
-    return Job("classifier", f"classifier/{name}", config, deps)
+    return _job("classifier", f"classifier/{name}", config, deps)
 
 
 def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
@@ -117,7 +130,7 @@ def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"reference batch {batch} (eval.reference_batch) not found: the ADM evaluation suite's "
                         f"reference batches (e.g. VIRTUAL_imagenet64_labeled.npz) come with openai/guided-diffusion's "
                         f"evaluations; set eval.reference_batch=/path/to/it or null to use the training images")
-    eval_cfg["table"] = {k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")}
+    eval_cfg["table"] = {"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation}
     eval_cfg["eval"] = {k: to_dict(cfg.eval[k]) for k in ("batch_size", "reference", "reference_batch", "isc_splits",
                                                           "prc_k") if k in cfg.eval}
     return eval_cfg
@@ -138,9 +151,9 @@ def _generation_row(cfg: DictConfig, row: DictConfig, eval_cfg: dict[str, Any], 
     name = row.name if snapshot is None else f"{row.name}@{snapshot}"
     if snapshot is not None:
         gen_cfg["snapshot"] = snapshot
-    gen = Job("generate", f"generate/{name}", gen_cfg, deps)
+    gen = _job("generate", f"generate/{name}", gen_cfg, deps)
     eval_deps = {"samples": gen, **({"features": feats} if feats else {})}
-    return Job("evaluate", f"evaluate/{name}", {**eval_cfg, "row": r}, eval_deps)
+    return _job("evaluate", f"evaluate/{name}", {**eval_cfg, "row": r}, eval_deps)
 
 
 def generation_plan(cfg: DictConfig) -> list[RowPlan]:
@@ -196,11 +209,11 @@ def plan(cfg: DictConfig) -> list[RowPlan]:
             sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
                               eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")
                                     if k in cfg.eval})
-            sample = Job("sample", f"sample/{row.name}", sample_cfg, deps)
+            sample = _job("sample", f"sample/{row.name}", sample_cfg, deps)
         samples[row.name] = sample
         eval_cfg = _pick(cfg, "features", "weights")
-        eval_cfg.update(row=to_dict(row), table={k: to_dict(cfg.table[k]) for k in ("columns", "evaluation")},
+        eval_cfg.update(row=to_dict(row), table={"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation},
                         eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size") if k in cfg.eval})
         eval_deps = {"samples": sample, **({"features": feats} if feats else {})}
-        rows.append(RowPlan(row.name, Job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
+        rows.append(RowPlan(row.name, _job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
     return rows

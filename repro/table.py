@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from repro.config import available_tables, compose
 from repro.cli import available_clusters, run, table_options
 from repro.errors import UserError
+from repro.report.paper import column_names
 
 MAX_PATCHES = 100   # beyond this a 64x64 image with 16x16 patches is masked many times over
 
@@ -34,9 +35,10 @@ def validate(cfg: DictConfig) -> None:
         bad = [m for m in counts if not isinstance(m, int) or not 0 <= m <= MAX_PATCHES]
         if bad:
             raise UserError(f"eval.mask_counts {counts}: each must be an integer in 0..{MAX_PATCHES}, got {bad}")
-        if len(counts) != len(cfg.table.columns):
+        columns = column_names(cfg.table)
+        if len(counts) != len(columns):
             raise UserError(f"eval.mask_counts has {len(counts)} entries but the table has "
-                            f"{len(cfg.table.columns)} columns {list(cfg.table.columns)}")
+                            f"{len(columns)} columns {columns}")
         lo, hi = cfg.task.train_patches
         if not 0 <= lo <= hi <= MAX_PATCHES:
             raise UserError(f"task.train_patches [{lo}, {hi}] must satisfy 0 <= lo <= hi <= {MAX_PATCHES}")
@@ -72,7 +74,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     js = JobStore(store)
     results = {r.name: js.dir(r.job).result() for r in rows}
     ours = pd.DataFrame({name: res["values"] for name, res in results.items()}).T
-    ours = ours.reindex(columns=list(cfg.table.columns))
+    ours = ours.reindex(columns=column_names(cfg.table))
     extractor = next(iter(results.values()))["feature_extractor"]
 
     def compute_s(jobs: list) -> float:
@@ -219,7 +221,7 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
     from repro.io import atomic_write_text
     from repro.report.figures import plot_metric_curves
 
-    columns = list(cfg.table.columns)
+    columns = column_names(cfg.table)
     final = {r.name: r.job for r in rows}
     curves: dict[str, list] = {}     # row -> [(step, evaluate job)], snapshots in order, then the row itself
     for p in points:

@@ -1,4 +1,4 @@
-"""Claims of paper_numbers.yaml: every check op gives held / not held / not evaluable, and
+"""Claims of the specs (benchmarks/<stem>.yaml): every check op gives held / not held / not evaluable, and
 each structured check agrees with an independent, hand-written reading of its sentence."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from repro.errors import UserError
-from repro.report.claims import HELD, NOT_EVALUABLE, NOT_HELD, count_statuses, evaluate_claims, expand
+from repro.report.claims import HELD, NOT_EVALUABLE, NOT_HELD, count_statuses, curve_claims, evaluate_claims, expand
 from repro.report.paper import other_claims, paper_table, table_spec
 
 TABLES = ["table1", "table2", "table3", "table4", "night2day"]
@@ -232,3 +232,16 @@ def test_malformed_checks_are_user_errors(check):
 def test_count_statuses():
     ours = paper_table("table1").drop(index="SDEdit-")
     assert count_statuses(evaluate_claims("table1", ours)) == {HELD: 1, NOT_HELD: 0, NOT_EVALUABLE: 3}
+
+
+@pytest.mark.parametrize("ours, base, above, narrows", [
+    ([0.50, 0.60], [0.40, 0.55], "held", "held"),          # above, gap 0.10 -> 0.05
+    ([0.50, 0.70], [0.40, 0.55], "held", "not held"),      # above, gap widens 0.10 -> 0.15
+    ([0.10, 0.16], [0.44, 0.51], "not held", "not held"),  # below, gap -0.34 -> -0.35: widens
+    ([0.52, 0.66], [0.83, 0.87], "not held", "held"),      # below, gap -0.31 -> -0.21: narrows
+])
+def test_figure6_claims_on_constructed_curves(ours, base, above, narrows):
+    frame = pd.DataFrame([{"series": s, "iteration": i, "top1": v, "top5": v}
+                          for s, values in (("E", ours), ("ADM", base)) for i, v in zip((0, 100), values)])
+    claims = curve_claims(frame, "E", "ADM")
+    assert [c["status"] for c in claims] == [above, narrows] * 2

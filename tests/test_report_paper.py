@@ -1,4 +1,4 @@
-"""The packaged paper numbers: loading, shapes, directions, print precision."""
+"""The paper's side of each table as its spec defines it: loading, shapes, directions, print precision."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,6 +69,6 @@ def test_directions_and_scales():
 
 def test_paper_numbers_is_a_copy():
     numbers = paper_numbers()
-    numbers["table1"]["rows"]["MT-Diffusion"][0] = 99.0
+    numbers["table1"]["paper"]["MT-Diffusion"][0] = 99.0
     assert paper_table(1).at["MT-Diffusion", "Mask-5"] != 99.0
     assert len(paper_numbers()["reference_adm"]["param_counts"]) == 5

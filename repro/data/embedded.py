@@ -332,8 +332,11 @@ def load_split(path: str | Path) -> EmbeddedSplit:
     return EmbeddedSplit(**arrays)
 
 
-def ensure_embedded(root: str | Path, n_train: int, n_test: int, seed: int, resolution: int) -> dict[str, Path]:
+def ensure_embedded(root: str | Path, n_train: int | None, n_test: int | None, seed: int, resolution: int
+                    ) -> dict[str, Path]:
     """Make sure `root` holds the train and test splits for these parameters; return their paths.
+    A split whose size is None is neither made nor returned (a training job never reads the
+    test split, so its size is not part of that job's config).
 
     Each split `<name>.npz` has a sidecar `<name>.json` with the parameters and the content
     sha256. A split is reused only if the sidecar matches and the hash verifies; otherwise it is
@@ -342,6 +345,8 @@ def ensure_embedded(root: str | Path, n_train: int, n_test: int, seed: int, reso
     root = Path(root)
     paths = {}
     for stream, (split_name, n) in enumerate((("train", n_train), ("test", n_test))):
+        if n is None:
+            continue
         params = {"generator_version": GENERATOR_VERSION, "split": split_name, "n": int(n),
                   "seed": int(seed), "resolution": int(resolution), "stream": stream}
         stem = f"embedded-{split_name}-n{n}-seed{seed}-res{resolution}-v{GENERATOR_VERSION}"

@@ -140,17 +140,31 @@ def _n(data: Mapping[str, Any], split: str, available: int) -> int:
 # ----------------------------------------------------------------------------- embedded
 
 
-def embedded_files(data: Mapping[str, Any]) -> dict[str, Path]:
-    """The embedded dataset's split files, generated (and verified) on first use."""
+def embedded_files(data: Mapping[str, Any], split: str | None = None) -> dict[str, Path]:
+    """The embedded dataset's split files, generated (and verified) on first use: both, or only
+    `split` (reading only that split's size, so a training job's key ignores the test split)."""
     from repro.data.embedded import ensure_embedded
 
-    return ensure_embedded(Path(data["root"]), data["n_train"], data["n_test"], data["seed"], data["resolution"])
+    n_train = data["n_train"] if split in (None, "train") else None
+    n_test = data["n_test"] if split in (None, "test") else None
+    return ensure_embedded(Path(data["root"]), n_train, n_test, data["seed"], data["resolution"])
+
+
+TEST_SPLIT = ("n_test", "test_root", "test_split")   # settings only the test split reads
+TRAIN_SPLIT = ("n_train",)                           # settings only the train split reads
+
+
+def data_reads(data: Mapping[str, Any], split: str) -> list[str]:
+    """The `data.*` settings that loading `split` reads (a body's declaration of what it reads,
+    repro.jobs.job.select): a training job's key then does not follow the test split's size."""
+    other = TEST_SPLIT if split == "train" else TRAIN_SPLIT
+    return [f"data.{k}" for k in data if k not in other]
 
 
 def _embedded_images(data: Mapping[str, Any], split: str) -> ImageSet:
     from repro.data.embedded import load_split
 
-    s = load_split(embedded_files(data)[split])
+    s = load_split(embedded_files(data, split)[split])
     images = to_model_space(s.images)
     return ImageSet(lambda i: images[torch.as_tensor(i)], s.labels, f"embedded-{data['resolution']}px-{split}")
 
@@ -158,7 +172,7 @@ def _embedded_images(data: Mapping[str, Any], split: str) -> ImageSet:
 def _embedded_pairs(data: Mapping[str, Any], split: str, source: str, target: str) -> Pairs:
     from repro.data.embedded import SEMANTIC_PALETTE, load_split
 
-    s = load_split(embedded_files(data)[split])
+    s = load_split(embedded_files(data, split)[split])
     fields = {"photo": s.images, "day": s.images, "night": s.night}
     src = fields[source]
     if target == "labels":

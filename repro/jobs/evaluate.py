@@ -14,6 +14,7 @@ import torch
 from repro.data.pixels import to_model_space
 from repro.errors import UserError
 from repro.jobs import samples as samples_format
+from repro.data.registry import data_reads
 from repro.jobs.store import JobDir
 
 
@@ -159,6 +160,29 @@ def generation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     print(f"{cfg['row']['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) + f" (n={n}, vs {ref_name})")
     return {"values": {c: m[c] for c in cfg["table"]["columns"]}, "n_images": n, "feature_extractor": name,
             "reference": ref_name}
+
+
+def reads(view: dict) -> list[str]:
+    """What the configured evaluator reads of its job's view (repro.jobs.job.select keeps exactly
+    these; tests/test_job_reads.py checks them against the code). Rows are read for their name
+    only: what a row asks of sampling is in its samples job's key, which this job's key includes."""
+    name, ev = view["table"]["evaluation"], view.get("eval", {})
+    pretrained = view.get("features", {}).get("kind") == "pretrained"
+    common = ["table.evaluation", "table.columns", "row.name"]
+    extractor = ["features.kind", *(["weights.inception"] if pretrained else [])]
+    if name == "lpips_restoration":
+        return [*common, "features.kind", *(["weights.lpips_alexnet"] if pretrained else []),
+                "eval.mask_counts", "eval.batch_size"]
+    if name == "translation_fidelity":
+        return [*common, *extractor, "eval.batch_size"]
+    if name == "representation_agreement":   # the CLIP file only where no feature network is trained
+        return [*common, "row.pairing", "eval.batch_size", *(["weights.clip", "task.clip"] if pretrained else [])]
+    if name == "generation":
+        reference = (["eval.reference", *data_reads(view["data"], ev["reference"]["split"])]
+                     if not ev.get("reference_batch") else [])
+        return [*common, *extractor, "eval.batch_size", "eval.isc_splits", "eval.prc_k", "eval.reference_batch",
+                *reference]
+    return common   # segmentation: the saved label maps only
 
 
 EVALUATORS: dict[str, Callable[[dict, dict[str, JobDir]], dict[str, Any]]] = {

@@ -10,9 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from repro.data.registry import embedded_files
+from repro.errors import UserError
 from repro.jobs.store import JobDir
 
 FILE = "feature_net.pt"
+
+
+def reads(view: dict) -> list[str]:
+    """What this body reads (repro.jobs.job.select): both embedded splits, the recipe, the seed."""
+    return ["seed", "features.steps", "features.batch_size", "features.lr", *(f"data.{k}" for k in view["data"])]
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
@@ -21,6 +27,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     from repro.metrics.feature_net import feature_net_accuracy
 
     f = cfg["features"]
+    if cfg["data"]["name"] != "embedded":   # other profiles use pretrained networks (features.kind)
+        raise UserError(f"the feature network trains on the embedded dataset, not {cfg['data']['name']!r}")
     train = load_split(embedded_files(cfg["data"])["train"])
     net, stats = train_feature_net(train.images, train.labels, steps=f["steps"], batch_size=f["batch_size"],
                                    lr=f["lr"], seed=cfg["seed"])

@@ -2,7 +2,12 @@
 
 A job's key is a hash of (kind, config, dependency keys, CODE_VERSION): the same
 experiment always lands in the same `jobs/<key>/` folder, so a finished job is never
-recomputed and an interrupted one resumes where it stopped. Provenance (git commit,
+recomputed and an interrupted one resumes where it stopped. The config is exactly what
+the job's body reads: each body declares the config paths it reads (`reads(view)` beside
+the body, e.g. repro/jobs/train.py), the plan keeps only those (`select`), and
+tests/test_job_reads.py runs the bodies on a config that records every read to hold the
+declarations to the code. A setting a job never reads is then not in its key, so changing
+it does not recompute the job. Provenance (git commit,
 host, wall time) is recorded in the folder but is not part of the key: a new commit
 that does not change what a job computes must not invalidate the store. Bump
 CODE_VERSION when a change alters results.
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 CODE_VERSION = "2"   # 2: EMA warm-up
 
@@ -43,6 +48,27 @@ class Job:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.key == self.key
+
+
+def select(view: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """The part of `view` at the dotted `paths`, nested as in `view`.
+
+    A path naming a block ("unet") takes the whole block; a path that `view` does not hold is
+    left out (a body reading it with a default then reads the default, as the key says).
+    """
+    out: dict[str, Any] = {}
+    for path in paths:
+        parts, node = path.split("."), view
+        for part in parts:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            target = out
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = node
+    return out
 
 
 def topological(jobs: list[Job]) -> list[Job]:

@@ -16,6 +16,13 @@ from repro.jobs.store import JobDir
 from repro.jobs.trained import MODEL, import_released
 
 
+def reads(view: dict) -> list[str]:
+    """What this body reads (repro.jobs.job.select): the file, and what building the model reads."""
+    from repro.jobs.train import reads as train_reads
+
+    return ["released", *(p for p in train_reads(view) if p.split(".")[0] not in ("train", "seed"))]
+
+
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     path = Path(cfg["released"]).expanduser()
     model = import_released(cfg, path)

@@ -69,6 +69,13 @@ def _signal_name(signum: int | None) -> str:
         return f"signal {signum}"
 
 
+def declared_reads(kind: str, view: dict) -> list[str] | None:
+    """The config paths the body of `kind` declares it reads of `view` (its module's
+    `reads(view)`), or None where the body declares nothing yet (its key hashes all of `view`)."""
+    reads = getattr(importlib.import_module(BODIES[kind]), "reads", None)
+    return None if reads is None else list(reads(view))
+
+
 def body(kind: str) -> Callable[[dict, JobDir, dict[str, JobDir]], dict[str, Any]]:
     return importlib.import_module(BODIES[kind]).run
 

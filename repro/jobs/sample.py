@@ -18,9 +18,9 @@ from repro.tasks import make_task
 
 def sampling_process(train_cfg: dict, n_modalities: int, steps: int | str) -> MTProcess:
     """The training process respaced to `steps` (weights re-derived on the new grid)."""
-    d = train_cfg["diffusion"]
-    return MTProcess.from_config(d["schedule"], d["T"], d["weights"], n_modalities,
-                                 weight_value=d["weight_value"], respacing=steps)
+    from repro.jobs.trained import make_process
+
+    return make_process(train_cfg["diffusion"], n_modalities, respacing=steps)
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:

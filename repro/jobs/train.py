@@ -19,8 +19,10 @@ from repro.diffusion.loss import draw_steps_and_noise
 from repro.io import atomic_save_torch, atomic_write_json
 from repro.jobs.distributed import World, process_group, world_from_environment
 from repro.jobs.harness import CHECKPOINT, SNAPSHOT, TrainSettings, fit
+from repro.data.registry import data_reads
 from repro.jobs.store import JobDir
 from repro.jobs.trained import MODEL, build_diffusion, init_from
+from repro.tasks import make_task
 
 STOPPABLE = True   # polls repro.jobs.runner.stop_requested() after every step (repro/jobs/harness.py)
 __all__ = ["CHECKPOINT", "MODEL", "SNAPSHOT", "diffusion_step", "run", "train"]
@@ -37,6 +39,23 @@ def diffusion_step(model: nn.Module, task, process: MTProcess, data, lam: float,
         net = functools.partial(model, **net_inputs) if net_inputs else model   # e.g. y= class labels
         return training_losses(net, process, z0, x, encoders, kinds, lam, steps=k, noise=noise)
     return step
+
+
+# What this body reads of its job's config (repro.jobs.job.select keeps exactly these, so the
+# job's key hashes them and nothing else; tests/test_job_reads.py checks it against the code).
+TRAIN_READS = ("seed", "unet", "task", "model.variant", "model.single_task", "model.label_dropout",
+               "diffusion.schedule", "diffusion.T", "train.steps", "train.batch_size", "train.lr",
+               "train.ema_rate", "train.checkpoint_every", "train.log_every", "train.snapshot_every",
+               "train.sleep_s")
+# Eq. 3's aggregation weights and eq. 6's lambda only act through the modalities: a model
+# without any (the ADM baseline) never reads them.
+MULTI_TASK_READS = ("diffusion.weights", "diffusion.weight_value", "diffusion.lam")
+
+
+def reads(view: Mapping[str, Any]) -> list[str]:
+    """The config paths a train (or released) job reads, given the plan's view of it."""
+    multi = make_task(view).n_modalities(view["model"]["variant"]) > 0
+    return [*TRAIN_READS, *data_reads(view["data"], "train"), *(MULTI_TASK_READS if multi else ())]
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
@@ -57,7 +76,8 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{variant} model: {n_params:,} parameters; {len(data)} training images; "
           f"global batch {s.batch_size} over {world.world_size} rank(s) on {world.device}")
-    step = diffusion_step(model, task, process, data, cfg["diffusion"]["lam"], encoders, kinds, s.batch_size)
+    lam = cfg["diffusion"]["lam"] if kinds else 0.0   # eq. 6 has no modality term without modalities
+    step = diffusion_step(model, task, process, data, lam, encoders, kinds, s.batch_size)
     init = functools.partial(init_from, deps["init"]) if "init" in deps else None   # continued training
     model, ema, state = fit(model, step, s, out, world, init=init)
     if world.is_main:

@@ -36,10 +36,15 @@ def build_diffusion(cfg: Mapping[str, Any]):
     task = make_task(cfg)
     variant = cfg["model"]["variant"]
     model = task.build_model(cfg["unet"], variant)
-    d = cfg["diffusion"]
-    process = MTProcess.from_config(d["schedule"], d["T"], d["weights"], task.n_modalities(variant),
-                                    weight_value=d["weight_value"])
-    return task, model, process
+    return task, model, make_process(cfg["diffusion"], task.n_modalities(variant))
+
+
+def make_process(d: Mapping[str, Any], n_modalities: int, respacing: str | int | None = None) -> MTProcess:
+    """The forward process of a train config's `diffusion` block; with no modality the
+    aggregation weights never enter (eq. 3 has no sum), so they are not read."""
+    weights = (d["weights"], d["weight_value"]) if n_modalities else ("zero", 1.0)
+    return MTProcess.from_config(d["schedule"], d["T"], weights[0], n_modalities, weight_value=weights[1],
+                                 respacing=respacing)
 
 
 def _load(path: Path | JobDir) -> dict[str, Any]:

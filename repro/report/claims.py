@@ -1,7 +1,8 @@
 """Evaluate the paper's claims about a table against a results frame.
 
 A claim is a sentence of the paper (Chen et al., ICLR 2024) plus a `check` written in the
-small vocabulary documented at the top of `paper_numbers.yaml`:
+small vocabulary documented in `benchmarks/metrics.yaml` (each table's claims are in the
+`table:` block of its spec, benchmarks/<stem>.yaml):
 
     lt / le / gt / ge / better   row vs row, for every listed column (or every pair of rows)
     increasing / decreasing      along the listed columns, for every listed row
@@ -11,6 +12,10 @@ A check expands into atomic comparisons `a OP b` between two cells. The claim is
                     statement with a counterexample is false whatever else is missing);
   - "not evaluable" otherwise, if some needed row or cell is missing or NaN;
   - "held"          if every comparison could be made and holds.
+
+A claim is plain data and `evaluate_claim(spec, claim, ours)` is a pure function of the results
+frame it is given: evaluating a claim per reading of a table (one frame per reading, e.g. per
+seed or per profile) is one call per frame, with the claim's `text` as the key to join on.
 """
 from __future__ import annotations
 
@@ -156,6 +161,34 @@ def evaluate_claims(
     if ours.index.has_duplicates:
         raise UserError(f"{spec.id}: duplicated result rows {sorted(set(ours.index[ours.index.duplicated()]))}")
     return [evaluate_claim(spec, c, ours) for c in (spec.claims if claims is None else claims)]
+
+
+def curve_claims(frame: pd.DataFrame, ours: str, baseline: str, metrics: Sequence[str] = ("top1", "top5")
+                 ) -> list[dict]:
+    """Figure 6's two statements (Sec. 4.2) on our accuracy curves, per metric: `ours` is above
+    `baseline` at every common iteration, and the gap between them narrows with finetuning.
+
+    `frame` is long form: series, iteration and one column per metric. Returns the same
+    {text, status, detail} records as `evaluate_claims`.
+    """
+    a = frame[frame.series == ours].set_index("iteration")
+    b = frame[frame.series == baseline].set_index("iteration")
+    steps = sorted(set(a.index) & set(b.index))
+    out = []
+    for k in metrics:
+        gap = a.loc[steps, k] - b.loc[steps, k]
+        above = bool((gap > 0).all()) if steps else False
+        out.append({"text": f"{ours} above {baseline} at every iteration ({k})",
+                    "status": HELD if above else NOT_HELD,
+                    "detail": ", ".join(f"{s}: {a.at[s, k]:.3f} vs {b.at[s, k]:.3f}" for s in steps)})
+        # Narrowing is about the distance between the curves, whichever is on top: a gap of
+        # -0.34 that becomes -0.35 has widened.
+        narrows = bool(len(steps) > 1 and abs(gap.iloc[-1]) < abs(gap.iloc[0]))
+        out.append({"text": f"the {k} gap narrows with finetuning",
+                    "status": HELD if narrows else NOT_HELD,
+                    "detail": f"gap {gap.iloc[0]:+.3f} at iteration {steps[0]}, {gap.iloc[-1]:+.3f} at {steps[-1]}"
+                    if steps else "no common iterations"})
+    return out
 
 
 def count_statuses(results: Sequence[dict]) -> dict[str, int]:
