@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("CLIs", ("repro.table", "repro.status", "repro.figure", "repro.bench", "repro.features", "repro.cli",
-              "repro.config", "repro.__main__", "repro.*.__main__")),
-    ("dispatch/plan", ("repro.dispatch", "repro.dispatch.*", "repro.plan")),
+              "repro.__main__", "repro.*.__main__")),
+    # repro.config composes a spec with hydra: the first step of planning, used by plan and the CLIs.
+    ("dispatch/plan", ("repro.dispatch", "repro.dispatch.*", "repro.plan", "repro.config")),
     ("jobs", ("repro.jobs", "repro.jobs.*")),
     ("tasks", ("repro.tasks", "repro.tasks.*")),
     ("report", ("repro.report", "repro.report.*")),

@@ -58,7 +58,7 @@ def build(cfg: Mapping[str, Any], deps: Mapping[str, JobDir]) -> tuple[nn.Module
             raise UserError(f"classifier source mt_e needs an MT-Diffusion-E model, got variant {train_cfg['model']['variant']}")
         recipe = {"kind": "mt_e", "train_config": train_cfg, "null_label": task.base.null_label}
         return MTEClassifier(model.train().requires_grad_(True), task.base.null_label), recipe
-    recipe = {"kind": "adm", "arch": cfg["classifier"], "resolution": cfg["data"]["resolution"],
+    recipe = {"kind": "adm", "arch": dict(cfg["classifier"]), "resolution": cfg["data"]["resolution"],
               "num_classes": num_classes(cfg["data"])}
     net = build_classifier(recipe)
     if kind == "released":

@@ -27,7 +27,7 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     path = Path(cfg["released"]).expanduser()
     model = import_released(cfg, path)
     full = model.state_dict()
-    atomic_save_torch(out / MODEL, {"ema": full, "model": full, "config": cfg})
+    atomic_save_torch(out / MODEL, {"ema": full, "model": full})
     n = sum(p.numel() for p in model.backbone.parameters())
     print(f"imported {path} ({n:,} parameters)")
     return {"model": MODEL, "parameters": n, "released": str(path)}

@@ -81,7 +81,7 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
     init = functools.partial(init_from, deps["init"]) if "init" in deps else None   # continued training
     model, ema, state = fit(model, step, s, out, world, init=init)
     if world.is_main:
-        atomic_save_torch(out / MODEL, {"ema": ema.state_dict(), "model": model.state_dict(), "config": cfg})
+        atomic_save_torch(out / MODEL, {"ema": ema.state_dict(), "model": model.state_dict()})
         atomic_write_json(out / "loss_curve.json", state.curve)
     return {"steps": s.steps, "parameters": n_params, "final_loss": state.curve[-1]["loss"] if state.curve else None,
             "model": MODEL, "world_size": world.world_size}

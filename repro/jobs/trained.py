@@ -2,9 +2,9 @@
 
 Files of record (what a finished job leaves; sampling, evaluation and continued training read them):
 
-    train / released job   model.pt       {"ema", "model", "config"}: the EMA weights sampling
-                                          uses, the raw weights continued training starts from,
-                                          the train config that rebuilds the network
+    train / released job   model.pt       {"ema", "model"}: the EMA weights sampling uses and
+                                          the raw weights continued training starts from; the
+                                          config that rebuilds the network is the job's job.json
                            snapshots/ema_<step>.pt   EMA weights after <step> steps (snapshot_every)
     classifier job         classifier.pt  {"state", "recipe"}: the weights and what rebuilds the
                                           network (an ADM classifier or MT-Diffusion-E's label path)
