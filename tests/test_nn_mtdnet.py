@@ -111,3 +111,11 @@ def test_imagenet_weights_from_configured_path(tmp_path):
     with pytest.raises(UserError, match="not a torchvision resnet18 state dict"):
         ResNetBackbone("resnet18", path)
     assert math.isclose(len(backbone(x)), 4)
+
+
+@pytest.mark.parametrize("token_scale", [0.25, 1.0])
+def test_small_images_keep_at_least_one_token(token_scale):
+    model = build_dense_model("wo_conditioning", NYUD_TASK_CHANNELS, width=8, token_scale=token_scale).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 16, 16), generator=torch.Generator().manual_seed(0))  # stride-8 map: 2 x 2
+    assert out.final["normals"].shape == (1, 3, 16, 16)

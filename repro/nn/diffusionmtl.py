@@ -40,10 +40,11 @@ class DiffusionMTL(nn.Module):
 
     def __init__(self, task_channels: Mapping[str, int], variant: str = "feature", backbone: str = "resnet18",
                  width: int = 512, weights: str | Path | None = None, S: int = 2,
-                 diffusion: bool = True, conditioning: bool = True):
+                 diffusion: bool = True, conditioning: bool = True, token_scale: float = 0.25):
         super().__init__()
         self.trunk = DenseTrunk(task_channels, backbone, width, weights)
-        self.mtdnet = MTDNet(task_channels, self.trunk.width, variant, S, diffusion, conditioning)
+        self.mtdnet = MTDNet(task_channels, self.trunk.width, variant, S, diffusion, conditioning,
+                             token_scale=token_scale)
 
     def forward(self, image: Tensor, rows: Mapping[str, Tensor] | None = None,
                 generator: torch.Generator | None = None) -> DenseOutput:
@@ -70,8 +71,10 @@ class _Baseline(nn.Module):
 
 
 def build_dense_model(name: str, task_channels: Mapping[str, int], backbone: str = "resnet18",
-                      width: int = 512, weights: str | Path | None = None, S: int = 2) -> nn.Module:
-    """The network `name` (module docstring); `width` is C (512 in the paper)."""
+                      width: int = 512, weights: str | Path | None = None, S: int = 2,
+                      token_scale: float = 0.25) -> nn.Module:
+    """The network `name` (module docstring); `width` is C (512 in the paper), `token_scale` the
+    denoiser's attention grid relative to the stride-8 map (0.25; 1.0 suits the tiny CPU images)."""
     if name == "mtl_baseline":
         return _Baseline(MTLBaseline(task_channels, backbone, width, weights))
     if name == "single_task":
@@ -81,4 +84,4 @@ def build_dense_model(name: str, task_channels: Mapping[str, int], backbone: str
     if name not in switches:
         raise ValueError(f"unknown dense model {name!r}: choose one of {', '.join(DENSE_MODELS)}")
     variant, diffusion, conditioning = switches[name]
-    return DiffusionMTL(task_channels, variant, backbone, width, weights, S, diffusion, conditioning)
+    return DiffusionMTL(task_channels, variant, backbone, width, weights, S, diffusion, conditioning, token_scale)

@@ -176,10 +176,10 @@ class MTDNet(nn.Module):
         """x0_hat of `task` from x_k: in feature space (feature) or prediction space (prediction)."""
         temb = self.temb(timestep_embedding(k, self.temb_dim).to(x.dtype))
         h = self.input_convs[task](x) + temb[:, :, None, None]
-        kv = _tokens(F.interpolate(h, scale_factor=self.token_scale, mode="bilinear", align_corners=False))
-        q = kv if cond is None else _tokens(
-            F.interpolate(cond, scale_factor=self.token_scale, mode="bilinear", align_corners=False))
-        grid = F.interpolate(h, scale_factor=self.token_scale, mode="bilinear", align_corners=False).shape[-2:]
+        # x0.25 as the release (64 -> 16 tokens a side); at least one token on tiny maps
+        grid = tuple(max(1, int(n * self.token_scale)) for n in h.shape[-2:])
+        kv = _tokens(F.interpolate(h, size=grid, mode="bilinear", align_corners=False))
+        q = kv if cond is None else _tokens(F.interpolate(cond, size=grid, mode="bilinear", align_corners=False))
         for block in self.blocks:
             q, kv = block(q, kv)
         y = F.interpolate(q.transpose(1, 2).reshape(len(x), -1, *grid), size=h.shape[-2:],
