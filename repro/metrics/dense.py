@@ -36,7 +36,7 @@ from repro.metrics.segmentation import confusion_matrix
 
 IGNORE = 255
 SALIENCY_THRESHOLDS = np.arange(1, 20) * 0.05   # the authors' 0.05, 0.10, ..., 0.95
-EDGE_THRESHOLDS = np.linspace(0.01, 0.99, 99)     # edgesEval's default 99 thresholds
+EDGE_THRESHOLDS = np.linspace(0.01, 0.99, 99)     # edgesEval's default 99 (SEISM's HED list may differ)
 MAX_DIST = {"pascal_context": 0.0075, "nyud_v2": 0.011}  # SEISM's maxDist (fraction of the diagonal)
 LOWER_BETTER = frozenset({"normals_mErr", "depth_absErr", "depth_rmse"})
 
