@@ -141,7 +141,8 @@ class MTDNet(nn.Module):
             raise ValueError(f"MTDNet variant must be one of {VARIANTS}, got {variant!r}")
         self.task_channels, self.variant, C = dict(task_channels), variant, width
         self.diffusion, self.conditioning, self.token_scale, self.temb_dim = diffusion, conditioning, token_scale, temb_dim
-        self.process = mtdnet_process(S)
+        with torch.device("cpu"):  # schedule constants stay on the CPU even when the net is built on meta
+            self.process = mtdnet_process(S)
         c_in = {t: (C if variant == "feature" else n) for t, n in self.task_channels.items()}
         self.input_convs = nn.ModuleDict({t: nn.Conv2d(c_in[t], C, 3, padding=1) for t in self.task_channels})
         self.stacks = nn.ModuleDict({t: nn.Sequential(
