@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from repro.data import embedded
 from repro.data.dense_scenes import (
@@ -137,3 +138,23 @@ def test_ensure_writes_splits_and_authors_format_mappings(tmp_path):
 def test_missing_split_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_dense(tmp_path / "nope.npz")
+
+
+def test_torch_view_batches_targets_and_flags(split):
+    from torch.utils.data import DataLoader
+
+    from repro.data.dense_scenes import DenseScenesDataset
+
+    flags = assign_labels("random_labels", eligibility(split, PASCAL_TASKS), np.random.default_rng(1))
+    batch = next(iter(DataLoader(DenseScenesDataset(split, PASCAL_TASKS, flags), batch_size=4)))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].min() >= -1
+    assert batch["normals"].shape == (4, 3, 32, 32) and batch["normals"].dtype == torch.float32
+    assert batch["semseg"].dtype == torch.int64 and batch["human_parts"].max() <= IGNORE
+    np.testing.assert_array_equal(batch["labelled"].numpy(), flags[:4])
+    np.testing.assert_array_equal(batch["sal"].numpy(), split.sal[:4])
+    depth = DenseScenesDataset(split, ("semseg", "depth", "normals"))[0]
+    assert depth["labelled"].all() and depth["depth"].dtype.is_floating_point
+    with pytest.raises(UserError, match="unknown dense tasks"):
+        DenseScenesDataset(split, ("semseg", "albedo"))
+    with pytest.raises(UserError, match="expected"):
+        DenseScenesDataset(split, PASCAL_TASKS, flags[:10])

@@ -32,8 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from repro.data import embedded as emb
+from repro.data.pixels import to_model_space
 from repro.data.partial_labels import NYUD_TASKS, PASCAL_TASKS, save_nyud_mapping, save_pascal_mapping
 from repro.errors import UserError
 from repro.io import atomic_save_npz, atomic_write_json
@@ -259,3 +262,41 @@ def _verified(npz: Path, sidecar: Path, params: dict) -> bool:
         return content_sha256(load_dense(npz)) == meta["sha256"]
     except (OSError, ValueError, KeyError, UserError):
         return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Torch view
+
+_TASK_FIELDS = {"semseg": "semseg", "human_parts": "parts", "sal": "sal", "normals": "normals", "edge": "edge",
+                "depth": "depth"}
+
+
+class DenseScenesDataset(Dataset):
+    """Items: {"image": float [3, H, W] in [-1, 1], one target per task, "labelled": bool [T]}.
+
+    Targets: class maps int64 [H, W] (semseg, human_parts, sal, edge; 255 = ignore), depth
+    float [H, W] (0 = none), normals float [3, H, W] (0 = none). `flags` bool [N, T] (a
+    mapping file's rows in split order) marks the labelled tasks; None labels every task.
+    Targets of unlabelled tasks are still returned (batching needs them); the loss never
+    reads them (`repro.nn.dense_losses`).
+    """
+
+    def __init__(self, split: DenseSplit | str | Path, tasks: tuple[str, ...], flags: np.ndarray | None = None):
+        self.split = split if isinstance(split, DenseSplit) else load_dense(split)
+        unknown = [t for t in tasks if t not in _TASK_FIELDS]
+        if unknown or not tasks:
+            raise UserError(f"unknown dense tasks {unknown or list(tasks)}: choose from {list(_TASK_FIELDS)}")
+        self.tasks = tuple(tasks)
+        self.flags = np.ones((len(self.split), len(tasks)), bool) if flags is None else np.asarray(flags, bool)
+        if self.flags.shape != (len(self.split), len(tasks)):
+            raise UserError(f"partial-label flags have shape {self.flags.shape}, expected {(len(self.split), len(tasks))}")
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {"image": to_model_space(self.split.images[i]), "labelled": torch.from_numpy(self.flags[i].copy())}
+        for task in self.tasks:
+            a = getattr(self.split, _TASK_FIELDS[task])[i]
+            item[task] = torch.from_numpy(a.astype(np.int64) if a.dtype == np.uint8 else a.copy())
+        return item
