@@ -165,12 +165,16 @@ class EdgeMeter:
         prob, gt = np.asarray(prob, np.float64), np.asarray(gt)
         annotated = gt != IGNORE
         gt_pts = np.argwhere(annotated & (gt > 0))
-        radius = self.max_dist * float(np.hypot(*gt.shape))
         self.gt_count += len(gt_pts)
+        # The predicted sets are nested (higher threshold, subset): find every candidate's GT
+        # neighbours once, then match the rows kept at each threshold.
+        candidates = annotated & (prob >= self.thresholds.min())
+        pred_pts, pred_prob = np.argwhere(candidates), prob[candidates]
+        graph = within(pred_pts, gt_pts, self.max_dist * float(np.hypot(*gt.shape)))
         for i, thr in enumerate(self.thresholds):
-            pred_pts = np.argwhere(annotated & (prob >= thr))
-            self.pred_count[i] += len(pred_pts)
-            self.matched[i] += match_count(pred_pts, gt_pts, radius)
+            keep = pred_prob >= thr
+            self.pred_count[i] += keep.sum()
+            self.matched[i] += _maximum_matching(graph[keep])
 
     def score(self) -> float:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -179,16 +183,26 @@ class EdgeMeter:
         return float(np.nan_to_num(f, nan=0.0).max() * 100)
 
 
-def match_count(a: np.ndarray, b: np.ndarray, radius: float) -> int:
-    """Size of a maximum one-to-one matching between point sets `a` [n, 2] and `b` [m, 2],
-    pairing only points at most `radius` apart (plus a hair for float round-off)."""
+def within(a: np.ndarray, b: np.ndarray, radius: float) -> csr_matrix:
+    """Sparse [n, m] graph: a[i] -- b[j] when at most `radius` apart (plus a hair for float round-off)."""
     if len(a) == 0 or len(b) == 0:
-        return 0
+        return csr_matrix((len(a), len(b)), dtype=np.int8)
     neighbours = cKDTree(a).query_ball_tree(cKDTree(b), radius * (1 + 1e-9))
     rows = np.repeat(np.arange(len(a)), [len(n) for n in neighbours])
     cols = np.fromiter((j for n in neighbours for j in n), np.int64, len(rows))
-    graph = csr_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(len(a), len(b)))
+    return csr_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(len(a), len(b)))
+
+
+def _maximum_matching(graph: csr_matrix) -> int:
+    if graph.nnz == 0:
+        return 0
     return int(np.count_nonzero(maximum_bipartite_matching(graph, perm_type="column") >= 0))
+
+
+def match_count(a: np.ndarray, b: np.ndarray, radius: float) -> int:
+    """Size of a maximum one-to-one matching between point sets `a` [n, 2] and `b` [m, 2],
+    pairing only points at most `radius` apart."""
+    return _maximum_matching(within(a, b, radius))
 
 
 def delta_m(scores: Mapping[str, float], reference: Mapping[str, float],
