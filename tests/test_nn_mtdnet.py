@@ -145,3 +145,15 @@ def test_paper_configuration_costs_676_gflops_at_512():
     with counter, torch.no_grad():
         model(torch.empty(1, 3, 512, 512, device="meta"))
     assert abs(counter.get_total_flops() / 2e9 - 676) < 1.5
+
+
+def test_single_task_networks_see_only_their_labelled_images():
+    model = build_dense_model("single_task", NYUD_TASK_CHANNELS, width=8).train()
+    image = torch.randn(4, 3, 64, 64)  # one image reaches the last stage as 2 x 2: batch norm still trains
+    rows = {"semseg": torch.tensor([0, 2]), "depth": torch.tensor([], dtype=torch.long), "normals": torch.tensor([3])}
+    before = {t: net.trunk.backbone.stem[1].running_mean.clone() for t, net in model.net.nets.items()}
+    out = model(image, rows=rows)
+    assert set(out.final) == {"semseg", "normals"} and out.final["semseg"].shape == (2, 13, 64, 64)
+    after = {t: net.trunk.backbone.stem[1].running_mean for t, net in model.net.nets.items()}
+    assert torch.equal(before["depth"], after["depth"])  # an unlabelled task's network is untouched
+    assert not torch.equal(before["semseg"], after["semseg"])

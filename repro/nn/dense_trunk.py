@@ -117,9 +117,11 @@ class MTLBaseline(nn.Module):
         super().__init__()
         self.trunk = DenseTrunk(task_channels, backbone, width, weights)
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
+    def forward(self, image: Tensor, rows: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Predictions per task at image size; with `rows`, only those rows (tasks without rows left out)."""
         _, p_init = self.trunk(image)
-        return {t: upsample(p, image) for t, p in p_init.items()}
+        out = {t: upsample(p, image) for t, p in p_init.items()}
+        return out if rows is None else {t: y[rows[t]] for t, y in out.items() if len(rows[t])}
 
 
 class SingleTaskNetworks(nn.Module):
@@ -130,5 +132,9 @@ class SingleTaskNetworks(nn.Module):
         super().__init__()
         self.nets = nn.ModuleDict({t: MTLBaseline({t: n}, backbone, width, weights) for t, n in task_channels.items()})
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
-        return {t: net(image)[t] for t, net in self.nets.items()}
+    def forward(self, image: Tensor, rows: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """As MTLBaseline; with `rows`, each task's network sees only its labelled images (its
+        batch-norm statistics included), as one network trained per task would."""
+        if rows is None:
+            return {t: net(image)[t] for t, net in self.nets.items()}
+        return {t: net(image[rows[t]])[t] for t, net in self.nets.items() if len(rows[t])}

@@ -64,9 +64,7 @@ class _Baseline(nn.Module):
 
     def forward(self, image: Tensor, rows: Mapping[str, Tensor] | None = None,
                 generator: torch.Generator | None = None) -> DenseOutput:
-        out = self.net(image)
-        if rows is not None:
-            out = {t: y[rows[t]] for t, y in out.items() if len(rows[t])}
+        out = self.net(image, rows)
         return DenseOutput(final=out, rows={t: (None if rows is None else rows[t]) for t in out})
 
 
