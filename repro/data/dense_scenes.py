@@ -9,8 +9,9 @@ further task is rendered from the same geometry, so the labels agree with each o
              background); scenes without a cross are all IGNORE (255), as PASCAL's persons
     sal      the object's mask (0/1)
     depth    float32, image-width units; a ground plane below the horizon (camera height
-             0.5, cut off at depth 20), a tilted plane for walls and textures, a flattened dome for the object,
-             placed in front of what it covers; 0 on the sky (no depth, as NYUD's holes)
+             0.5, cut off at depth 20), a tilted plane for walls and textures, a flattened
+             dome for the object, placed in front of what it covers; 0 on the sky (no
+             depth, as NYUD's holes)
     normals  float32 [3, H, W], the unit normal of that depth surface, normalize(dz/dx,
              dz/dy, -1) computed analytically (x right, y down, z away from the camera);
              0 on the sky (no normal: MTPSL's rule, `nyud_normals_valid`)
@@ -22,7 +23,10 @@ one_label gives each training image one task, random_labels a random non-empty p
 subset (k uniform in 1..T-1, then k tasks; the authors' files have no image with 0 or all T).
 The parts label only goes to scenes with a cross, which keeps every label alive (the
 authors' low human_parts count suggests the same; design/diffusionmtl.md 1.2).
-Generation: 2,000 scenes at 64 x 64 in about 10 s of one core; byte-identical per seed.
+Generation: 2,000 scenes at 64 x 64 in under 10 s of one core. A seed gives identical arrays
+(`content_sha256`; the .npz zip itself carries timestamps, as embedded's) and byte-identical
+mapping files. Generator, label settings, storage and torch view share this module (a little
+over 300 lines), as in `repro.data.embedded`.
 """
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ import torch
 from torch.utils.data import Dataset
 
 from repro.data import embedded as emb
-from repro.data.pixels import to_model_space
 from repro.data.partial_labels import NYUD_TASKS, PASCAL_TASKS, save_nyud_mapping, save_pascal_mapping
+from repro.data.pixels import to_model_space
 from repro.errors import UserError
 from repro.io import atomic_save_npz, atomic_write_json
 
