@@ -24,6 +24,14 @@ F_cond (Multi-Task Conditioning) = Conv3x3(concat of all tasks' *detached* preli
 predictions): the queries and the output stream come from the condition, the noisy map is
 only keys/values (the released "CACondReplaceTranspose").
 
+Prediction Diffusion is not released. Ours noises P_init^tau (C_tau channels, as logits),
+with input conv C_tau -> C and the head applied at every step (x0_hat lives in prediction
+space), and gives each task its own 3x3 C -> C conv on F_cond, applied once per task. That
+conv is *inferred* from the paper's costs (Table 2): without it this variant has 121.3M
+parameters and 580 GMACs at 512 x 512; with it 133.1M / 628.3, the paper's 133M / 628G.
+The same reading fits the w/o-Multi-Task-Conditioning row (ours 112.7M / 557.9 GMACs,
+paper 125M / 558G: the paper's count seems to include these convs unused).
+
 Ablations (paper Table 2): `diffusion=False` runs the identical network as iterative
 refinement (no noise, x = x0_hat after each step); `conditioning=False` drops F_cond: the
 blocks become self-attention blocks over the noisy tokens without MLP_kv.
@@ -153,6 +161,8 @@ class MTDNet(nn.Module):
         self.blocks = nn.ModuleList([CrossBlock(C, heads, mlp_ratio, conditioning) for _ in range(depth)])
         if conditioning:
             self.cond = nn.Conv2d(sum(self.task_channels.values()), C, 3, padding=1)
+            if variant == "prediction":  # inferred (module docstring)
+                self.task_cond = nn.ModuleDict({t: nn.Conv2d(C, C, 3, padding=1) for t in self.task_channels})
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -206,6 +216,8 @@ class MTDNet(nn.Module):
             c = cond
             if idx is not None:
                 x0, c = x0[idx], (None if cond is None else cond[idx])
+            if c is not None and self.variant == "prediction":
+                c = self.task_cond[task](c)
             final = reverse_chain(x0, lambda x, k: self.denoise(task, x, c, k), self.process, self.diffusion, generator)
             out[task] = self.heads[task](final) if self.variant == "feature" else final
         return out
