@@ -27,6 +27,11 @@ Semantic classes (`SEMANTIC_CLASSES`, ids 0..12, colours in `SEMANTIC_PALETTE`):
     1 ground    textured regions (below the horizon, and noise-texture backgrounds)
     2 wall      smooth man-made backgrounds (gradients, stripes)
     3 + label   the object's pixels
+
+Why one module of ~400 lines: the scene generator, its file format (npz + sidecar with the
+content hash) and the check that a file on disk is exactly what the generator makes for these
+parameters are one thing, the bytes `data.dvc` pins; splitting them would put the definition of
+those bytes in three places.
 """
 from __future__ import annotations
 
