@@ -11,10 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from repro.errors import UserError
-from repro.io import atomic_save_torch
+from repro.io import atomic_save_torch, load_torch
 from repro.jobs.store import JobDir
 from repro.jobs.train import MODEL, build
 
@@ -22,7 +20,7 @@ from repro.jobs.train import MODEL, build
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     path = Path(cfg["released"]).expanduser()
     _, model, _ = build(cfg)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, what="released guided-diffusion checkpoint")
     try:
         model.backbone.load_state_dict(state, strict=True)
     except RuntimeError as err:
