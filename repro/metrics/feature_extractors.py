@@ -78,7 +78,7 @@ class InceptionSpatialExtractor(_Fingerprinted, FeatureExtractorInceptionV3):
         state = load_torch(path, what="Inception weights")
         if not isinstance(state, dict) or "fc.weight" not in state:
             raise UserError(f"{path} is not torch-fidelity's Inception-v3 state dict ({INCEPTION_FILE})")
-        # torch-fidelity reads a weights path with torch.load(weights_only=False), which runs
+        # torch-fidelity unpickles a weights path with torch.load unrestricted, which runs
         # whatever a crafted file asks; give it the state dict read above instead, through the
         # only other way its constructor takes weights (its download function, never called).
         with mock.patch.object(_tf_inception, "load_state_dict_from_url", lambda *a, **k: state):
