@@ -24,10 +24,13 @@ Integrity rules (what `done` means, what `scrub` repairs):
 - Damage found when the job next runs (`scrub`, under the job's lock):
     * job.json: rewritten from the plan's job (it is a function of the key);
     * resume state of a job whose result is intact: discarded, the job stays done;
-    * anything else: the history is cut at the earliest damaged write: that file and every
-      file written after it are deleted (a checkpoint written after a damaged snapshot
-      would resume past it and never rewrite it), so the job resumes from the last good
-      checkpoint written before the damage, or starts again;
+    * anything else: the job goes back to its last resume point before the damage: the
+      damaged files and every file written after the last `checkpoint*` written before the
+      earliest damaged one are deleted, so the job resumes from that checkpoint, or starts
+      again if there is none. (A checkpoint written after a damaged snapshot would resume
+      past it and never rewrite it; a body that skips work whose output file it finds, as
+      restoration sampling does per mask count, may tie several files to one unit of work:
+      only a checkpoint marks a point from which every later file is rewritten.);
     * files the manifest does not list (a foreign or legacy file, a writer that bypassed
       repro.io) are deleted; a folder without a readable manifest is recomputed;
     * temp files of a killed writer (`.*.tmp`) are removed.
@@ -263,8 +266,10 @@ class JobDir:
                 actions.append(f"{rel}: {bad[rel]}; discarded (resume state of a finished job)")
                 self._drop(files, rel)
         elif bad:
-            cut = min(files[rel]["seq"] for rel in bad)
-            later = sorted((rel for rel in files if files[rel]["seq"] >= cut and rel not in bad),
+            first = min(files[rel]["seq"] for rel in bad)
+            resume = [e["seq"] for rel, e in files.items() if _resume_state(rel) and rel not in bad and e["seq"] < first]
+            cut = max(resume, default=0) + 1
+            later = sorted((rel for rel in files if files[rel]["seq"] >= cut and rel not in bad and rel != JOB),
                            key=lambda r: files[r]["seq"])
             actions.append("; ".join(f"{rel}: {state}" for rel, state in sorted(bad.items()))
                            + (f"; discarded with what was written after it: {', '.join(later)}" if later
