@@ -1,0 +1,164 @@
+"""One copy of work: the per-job lock (repro/jobs/lock.py) and run_job under concurrency.
+
+Three processes running the same tiny job chain on one store compute each job once and print
+identical results; a lock left by a SIGKILLed process is taken over; a lock of another host
+is taken over only once its heartbeat has stopped for the stale timeout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from repro.jobs.lock import JobLock
+from repro.jobs.runner import LOCK, run_job
+from repro.jobs.store import JobStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAIN = """
+import json, sys
+from repro.config import compose
+from repro.jobs.job import topological
+from repro.jobs.runner import run_job
+from repro.plan import plan
+store, data, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+cfg = compose("1", "tiny", "local", [f"data.root={data}", "train.steps=6", *extra])
+row = next(r for r in plan(cfg) if r.name == "MT-Diffusion")
+for job in topological([row.job]):
+    result = run_job(job, store)
+print("RESULT " + json.dumps({k: v for k, v in result.items() if k != "provenance"}, sort_keys=True))
+"""
+
+
+def chain_process(store: Path, data: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", CHAIN, str(store), str(data), *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+# ------------------------------------------------------------------------------ the lock itself
+
+def test_second_holder_waits_until_the_first_releases(tmp_path):
+    first = JobLock(tmp_path / "lock").acquire()
+    got, waits = threading.Event(), []
+    second = JobLock(tmp_path / "lock", poll_s=0.02, on_wait=waits.append)
+    t = threading.Thread(target=lambda: (second.acquire(), got.set()))
+    t.start()
+    time.sleep(0.3)
+    assert not got.is_set() and waits and waits[0]["pid"] == os.getpid()
+    first.release()
+    assert got.wait(5)
+    second.release()
+    t.join()
+    assert not (tmp_path / "lock").exists()
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path, capsys):
+    (tmp_path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "token": "old"}))
+    start = time.monotonic()
+    with JobLock(tmp_path / "lock", stale_after_s=60) as lock:
+        assert lock.holder()["token"] == lock.token
+    assert time.monotonic() - start < 5
+    assert "took over the stale lock" in capsys.readouterr().out
+
+
+def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stops(tmp_path):
+    path = tmp_path / "lock"
+    beating = threading.Event()
+    beating.set()
+
+    def other_host():   # a holder on another node: rewrites its heartbeat every 50 ms
+        n = 0
+        while beating.is_set():
+            n += 1
+            path.write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "token": "t", "heartbeat": n}))
+            time.sleep(0.05)
+
+    heart = threading.Thread(target=other_host)
+    heart.start()
+    got = threading.Event()
+    waiter = JobLock(path, stale_after_s=0.5, poll_s=0.02)
+    t = threading.Thread(target=lambda: (waiter.acquire(), got.set()))
+    t.start()
+    assert not got.wait(1.5)            # alive: three stale timeouts pass without a takeover
+    beating.clear()
+    heart.join()
+    stopped = time.monotonic()
+    assert got.wait(5)                  # its heartbeat stopped: taken over after the timeout
+    assert time.monotonic() - stopped >= 0.4     # timed from the last change it saw (<= 50 ms earlier)
+    waiter.release()
+    t.join()
+
+
+def test_heartbeat_advances_and_a_holder_notices_it_lost_the_lock(tmp_path):
+    lock = JobLock(tmp_path / "lock", heartbeat_s=0.05).acquire()
+    time.sleep(0.4)
+    assert lock.holder()["heartbeat"] >= 2 and lock.held()
+    (tmp_path / "lock").write_text(json.dumps({"host": "other", "pid": 1, "token": "theirs"}))
+    assert not lock.held()
+    lock.release()
+    assert json.loads((tmp_path / "lock").read_text())["token"] == "theirs"   # not removed: not ours
+
+
+# ------------------------------------------------------------------------------ run_job under concurrency
+
+@pytest.mark.slow
+def test_three_concurrent_runs_compute_each_job_once_with_identical_results(tmp_path):
+    procs = [chain_process(tmp_path / "jobs", tmp_path / "data") for _ in range(3)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    results = [next(line for line in out.splitlines() if line.startswith("RESULT ")) for out in outs]
+    assert results[0] == results[1] == results[2]
+    folders = [d for d in (tmp_path / "jobs").iterdir() if (d / "job.json").exists()]
+    assert len(folders) == 4
+    for d in folders:
+        name, key = json.loads((d / "job.json").read_text())["name"], d.name
+        assert (d / "log.txt").read_text().count(f"== {name} [{key}] ==") == 1, d
+        assert not (d / LOCK).exists()
+    assert any("waiting for it" in out for out in outs)
+
+
+@pytest.mark.slow
+def test_a_killed_runner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, capsys):
+    slow = ["+train.sleep_s=0.5"]
+    proc = chain_process(tmp_path / "jobs", tmp_path / "data", *slow)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:   # wait until it is inside the training job, holding its lock
+        assert proc.poll() is None, proc.communicate()[0]
+        locks = [p for p in tmp_path.glob(f"jobs/*/{LOCK}")
+                 if (p.parent / "job.json").exists() and '"kind": "train"' in (p.parent / "job.json").read_text()]
+        if locks and '"step"' in (locks[0].parent / "status.json").read_text():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the first run never reached training: {proc.communicate()[0]}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    train_dir = locks[0].parent
+    assert (train_dir / LOCK).exists()                     # left behind by the killed process
+
+    from repro.config import compose
+    from repro.jobs.job import topological
+    from repro.plan import plan
+
+    cfg = compose("1", "tiny", "local", [f"data.root={tmp_path / 'data'}", "train.steps=6", *slow])
+    row = next(r for r in plan(cfg) if r.name == "MT-Diffusion")
+    for job in topological([row.job]):
+        run_job(job, tmp_path / "jobs")
+    assert "took over the stale lock" in capsys.readouterr().out
+    assert all(JobStore(tmp_path / "jobs").dir(j).done for j in topological([row.job]))
+    assert not (train_dir / LOCK).exists()
