@@ -210,3 +210,18 @@ def test_a_folder_without_manifest_is_recomputed_and_foreign_files_removed(case)
     assert run_all(store, jobs) == {"sample"}
     assert not (d / "notes.txt").exists()
     assert outputs(store, jobs) == ref
+
+
+def test_status_reports_damage_and_never_crashes(case):
+    from repro.status import job_state
+
+    store, jobs, _ = case
+    js = JobStore(store)
+    flip(js.dir(jobs["train"]) / "model.pt")
+    garble(js.dir(jobs["sample"]) / "status.json")
+    garble(js.dir(jobs["evaluate"]) / "job.json")
+    states = {kind: job_state(job, js, None) for kind, job in jobs.items()}
+    assert states["features"].state == "done"
+    assert states["train"].state == "damaged" and "model.pt: damaged" in states["train"].detail
+    assert states["sample"].state == "damaged" and "input model" in states["sample"].detail
+    assert states["evaluate"].state == "damaged" and "job.json" in states["evaluate"].detail
