@@ -225,3 +225,22 @@ def test_status_reports_damage_and_never_crashes(case):
     assert states["train"].state == "damaged" and "model.pt: damaged" in states["train"].detail
     assert states["sample"].state == "damaged" and "input model" in states["sample"].detail
     assert states["evaluate"].state == "damaged" and "job.json" in states["evaluate"].detail
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_fidelity_cache_entry_is_recomputed(reference, tmp_path, damage):
+    """The reference statistics cached under jobs/_cache/fidelity/ (outside any job folder)."""
+    import numpy as np
+
+    from repro.metrics import compute_generation_metrics, featurenet_extractor
+
+    root, jobs, _ = reference
+    arr = np.load(root / "jobs" / jobs["sample"].key / "restored_m5.npz")
+    ext = featurenet_extractor(root / "jobs" / jobs["features"].key / "feature_net.pt", cuda=False)
+    cache = tmp_path / "_cache" / "fidelity"
+    first = compute_generation_metrics(arr["restored"], arr["original"], ext, cache, isc_splits=2)
+    (entry,) = cache.iterdir()
+    DAMAGE[damage](entry)
+    again = compute_generation_metrics(arr["restored"], arr["original"], ext, cache, isc_splits=2)
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)
+    assert compute_generation_metrics(arr["restored"], arr["original"], ext, cache, isc_splits=2) == again
