@@ -54,6 +54,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+# sha256 of files already hashed (or written) by this process, by (path, size, mtime, ctime, inode):
+# a file that changes in any way gets a new stat key and is hashed again.
+_digests: dict[tuple, str] = {}
+
+
+def _stat_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """sha256 of the file at `path` (None if absent), read once per version of the file in this process."""
+    try:
+        key = _stat_key(Path(path))
+    except FileNotFoundError:
+        return None
+    if key not in _digests:
+        _digests[key] = sha256_file(path)
+    return _digests[key]
+
+
 def tracked(rel: str) -> bool:
     """Whether a file at `rel` (relative to its job folder) is recorded in the manifest."""
     name = Path(rel).name
@@ -150,6 +171,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         sha = sha256_bytes(data)
         _record(root, rel, sha, len(data), pending=True)
         _replace(path, data)
+        _digests[_stat_key(path)] = sha     # what was just written and fsynced: no need to read it back
         _record(root, rel, sha, len(data), pending=False)
     else:
         _replace(path, data)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import repro.io
 import repro.jobs.train as train_body
 from repro.config import compose
 from repro.io import atomic_save_torch, sha256_file
@@ -96,6 +97,17 @@ def delete(p: Path) -> None:
     p.unlink()
 
 
+def damaging(fn):
+    """Damage happens between runs, i.e. between processes: forget this process's file digests
+    (repro.io keeps them per file version, and a bit flip within the same clock tick as the
+    write, in place, leaves the version stamp unchanged)."""
+    def damage(p: Path) -> None:
+        fn(p)
+        repro.io._digests.clear()
+    return damage
+
+
+truncate, garble, flip, delete = (damaging(f) for f in (truncate, garble, flip, delete))
 DAMAGE = {"truncate": truncate, "garble": garble, "flip": flip, "delete": delete}
 
 # (job, file, damage) -> the kinds whose body runs again

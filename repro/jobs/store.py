@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from repro.io import (MANIFEST, atomic_write_json, new_manifest, read_manifest, sha256_bytes, sha256_file, tracked,
+from repro.io import (MANIFEST, atomic_write_json, file_sha256, new_manifest, read_manifest, sha256_bytes, tracked,
                       write_manifest)
 from repro.jobs.job import Job, canonical_json
 
@@ -53,22 +53,6 @@ DEFAULT_ROOT = Path("jobs")
 RESULT, JOB, INPUTS = "result.json", "job.json", "inputs.json"
 RESUME_STATE = ("checkpoint*",)      # files only the job itself reads, to resume
 STALE_TMP_S = 600                    # bookkeeping temp files older than this are orphans
-
-# sha256 of files already hashed by this process, by (path, size, mtime, ctime, inode)
-_digests: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str | None:
-    """sha256 of `path` (None if absent), hashed once per version of the file in this process."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    if key not in _digests:
-        _digests[key] = sha256_file(path)
-    return _digests[key]
-
 
 def _resume_state(rel: str) -> bool:
     return any(fnmatch.fnmatch(rel, pat) for pat in RESUME_STATE)
@@ -190,15 +174,18 @@ class JobDir:
             raise RuntimeError(f"{self.path / RESULT} is missing or damaged: run the job again")
         return doc
 
-    def status(self) -> dict[str, Any]:
-        """status.json as a dict (never raises); `state` is done / damaged from the files themselves."""
+    def _status_file(self) -> dict[str, Any]:
         try:
             st = json.loads((self.path / "status.json").read_text())
-            st = st if isinstance(st, dict) else {"status_problem": "status.json is not an object"}
+            return st if isinstance(st, dict) else {"status_problem": "status.json is not an object"}
         except FileNotFoundError:
-            st = {}
+            return {}
         except (OSError, ValueError):
-            st = {"status_problem": "status.json is unreadable"}
+            return {"status_problem": "status.json is unreadable"}
+
+    def status(self) -> dict[str, Any]:
+        """status.json as a dict (never raises); `state` is done / damaged from the files themselves."""
+        st = self._status_file()
         if self.done:
             return {**st, "state": "done"}
         damage = self.damage() or self._input_problems() if self.path.is_dir() else []
@@ -207,8 +194,7 @@ class JobDir:
         return st if "state" in st else {**st, "state": "pending"}
 
     def set_status(self, state: str, **extra: Any) -> None:
-        old = self.status()
-        old = {k: v for k, v in old.items() if k not in ("damage", "status_problem")}
+        old = {k: v for k, v in self._status_file().items() if k != "status_problem"}
         old.update(state=state, host=socket.gethostname(), pid=os.getpid(), updated=time.time(), **extra)
         atomic_write_json(self.path / "status.json", old)
 
