@@ -68,7 +68,8 @@ def test_second_holder_waits_until_the_first_releases(tmp_path):
 
 
 def test_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path, capsys):
-    (tmp_path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "token": "old"}))
+    (tmp_path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "token": "old",
+                                               "pid_ns": os.readlink("/proc/self/ns/pid")}))
     start = time.monotonic()
     with JobLock(tmp_path / "lock", stale_after_s=60) as lock:
         assert lock.holder()["token"] == lock.token
@@ -162,3 +163,26 @@ def test_a_killed_runner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, ca
     assert "took over the stale lock" in capsys.readouterr().out
     assert all(JobStore(tmp_path / "jobs").dir(j).done for j in topological([row.job]))
     assert not (train_dir / LOCK).exists()
+
+
+def test_lock_of_an_earlier_run_of_the_same_requeued_slurm_job_is_taken_over(tmp_path, monkeypatch):
+    """After a node failure SLURM requeues the job elsewhere: no need to wait for the heartbeat timeout."""
+    (tmp_path / "lock").write_text(json.dumps({"host": "dead-node", "pid": 7, "token": "old",
+                                               "slurm": ["41_3", "0"]}))
+    monkeypatch.setenv("SLURM_JOB_ID", "97")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    start = time.monotonic()
+    with JobLock(tmp_path / "lock", stale_after_s=60):
+        pass
+    assert time.monotonic() - start < 5
+    # another SLURM job's lock on another host is not stale while its heartbeat could still come
+    (tmp_path / "lock").write_text(json.dumps({"host": "node-2", "pid": 7, "token": "x", "slurm": ["42_0", "0"]}))
+    got = threading.Event()
+    waiter = JobLock(tmp_path / "lock", stale_after_s=0.6, poll_s=0.02)
+    t = threading.Thread(target=lambda: (waiter.acquire(), got.set()))
+    t.start()
+    assert not got.wait(0.3) and got.wait(5)
+    waiter.release()
+    t.join()

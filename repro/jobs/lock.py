@@ -6,10 +6,11 @@ trusted, so the lock is a file:
 - taken by creating `jobs/<key>/lock` with O_CREAT|O_EXCL (atomic on local filesystems and
   NFSv3+), which then holds {host, pid, process start time, start time, token, heartbeat};
 - kept alive by a thread of the holder that rewrites it (heartbeat + 1) every `heartbeat_s`;
-- stale, and taken over, when its holder is on this host and its process is gone (or its pid
-  now belongs to a younger process), or, for a holder on another host, when the lock's
-  contents have not changed for `stale_after_s` as timed by the waiter's own clock (so clock
-  skew between nodes does not matter);
+- stale, and taken over, when its holder is on this host (and pid namespace) and its process
+  is gone (or its pid now belongs to a younger process), when it is an earlier run of this
+  same requeued SLURM job, or, for a holder on another host, when the lock's contents have
+  not changed for `stale_after_s` as timed by the waiter's own clock (so clock skew between
+  nodes does not matter);
 - broken by exactly one waiter: breaking first creates `lock.break.<token>` with O_EXCL, so
   two waiters that find the same stale lock cannot both remove it (the second would remove
   the first one's fresh lock).
@@ -43,6 +44,24 @@ def _proc_start(pid: int) -> str | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    """This process's pid namespace: pids are comparable only inside one (containers on one host)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _slurm_run() -> tuple[str, str] | None:
+    """(SLURM job id, restart count) of this process, if SLURM started it."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task and os.environ.get("SLURM_ARRAY_JOB_ID") else job
+    return job, os.environ.get("SLURM_RESTART_COUNT", "0")
+
+
 def _alive(pid: int, start: str | None) -> bool:
     try:
         os.kill(pid, 0)
@@ -73,8 +92,9 @@ class JobLock:
     # ---------------------------------------------------------------- the holder
 
     def _doc(self) -> dict[str, Any]:
-        return {"host": self.host, "pid": self.pid, "proc_start": _proc_start(self.pid), "token": self.token,
-                "started": self._started, "heartbeat": self._beats, "beat_time": time.time()}
+        return {"host": self.host, "pid": self.pid, "proc_start": _proc_start(self.pid), "pid_ns": _pid_namespace(),
+                "slurm": _slurm_run(), "token": self.token, "started": self._started, "heartbeat": self._beats,
+                "beat_time": time.time()}
 
     def _try_create(self) -> bool:
         try:
@@ -156,7 +176,11 @@ class JobLock:
         return self._parse(raw) if raw is not None else {}
 
     def _stale(self, holder: dict[str, Any], unchanged_s: float) -> bool:
-        if holder.get("host") == self.host and isinstance(holder.get("pid"), int):
+        ours, theirs = _slurm_run(), holder.get("slurm")
+        if ours and theirs and theirs[0] == ours[0] and theirs[1] != ours[1]:
+            return True     # an earlier run of this same (requeued) SLURM job: SLURM runs one at a time
+        if (holder.get("host") == self.host and holder.get("pid_ns") == _pid_namespace()
+                and isinstance(holder.get("pid"), int)):
             return not _alive(holder["pid"], holder.get("proc_start"))
         return unchanged_s > self.stale_after_s
 
