@@ -39,7 +39,9 @@ MANIFEST = "manifest.json"
 MANIFEST_DEPTH = 4          # job files sit at most this many folders below the manifest (snapshots/...)
 # Bookkeeping files of a job folder: rewritten while the job runs, or by other processes
 # (the dispatcher writes status.json and slurm.json of queued jobs); never checksummed.
-UNTRACKED = (MANIFEST, "status.json", "slurm.json", "log.txt", "log.rank*.txt", "lock", "lock.*", ".*.tmp")
+# Temp files of the atomic writers and NFS's silly-renamed files are never recorded, at any depth.
+UNTRACKED = (MANIFEST, "status.json", "slurm.json", "log.txt", "log.rank*.txt", "lock", "lock.*")
+ANYWHERE = (".*.tmp", ".nfs*")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -78,8 +80,8 @@ def file_sha256(path: str | os.PathLike) -> str | None:
 def tracked(rel: str) -> bool:
     """Whether a file at `rel` (relative to its job folder) is recorded in the manifest."""
     name = Path(rel).name
-    top_level = "/" not in rel
-    return not any(fnmatch.fnmatch(name, pat) for pat in UNTRACKED if top_level or pat == ".*.tmp")
+    patterns = ANYWHERE + (UNTRACKED if "/" not in rel else ())
+    return not any(fnmatch.fnmatch(name, pat) for pat in patterns)
 
 
 def manifest_root(path: str | os.PathLike) -> Path | None:

@@ -155,9 +155,10 @@ class JobDir:
     def inputs(self) -> dict[str, dict[str, str]] | None:
         """The dependencies this job's files were computed from (inputs.json), or None."""
         try:
-            return json.loads((self.path / INPUTS).read_text())
+            doc = json.loads((self.path / INPUTS).read_text())
         except (OSError, ValueError):
             return None
+        return doc if isinstance(doc, dict) and all(isinstance(v, dict) and "key" in v for v in doc.values()) else None
 
     # ------------------------------------------------------------------ reading
 
