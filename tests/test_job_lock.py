@@ -19,28 +19,17 @@ from pathlib import Path
 import pytest
 
 from repro.jobs.lock import JobLock
-from repro.jobs.runner import LOCK, run_job
-from repro.jobs.store import JobStore
+from repro.jobs.runner import LOCK
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAIN = """
-import json, sys
-from repro.config import compose
-from repro.jobs.job import topological
-from repro.jobs.runner import run_job
-from repro.plan import plan
-store, data, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
-cfg = compose("1", "tiny", "local", [f"data.root={data}", "train.steps=6", *extra])
-row = next(r for r in plan(cfg) if r.name == "MT-Diffusion")
-for job in topological([row.job]):
-    result = run_job(job, store)
-print("RESULT " + json.dumps({k: v for k, v in result.items() if k != "provenance"}, sort_keys=True))
-"""
 
 
-def chain_process(store: Path, data: Path, *extra: str) -> subprocess.Popen:
+def table_process(tmp_path: Path, out: str, *extra: str) -> subprocess.Popen:
+    """`python -m repro.table 1 --profile tiny` on the store tmp_path/jobs, writing to tmp_path/<out>."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHAIN, str(store), str(data), *extra], cwd=ROOT, env=env,
+    args = ["1", "--profile", "tiny", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / out),
+            f"data.root={tmp_path / 'data'}", *extra]
+    return subprocess.Popen([sys.executable, "-m", "repro.table", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -119,26 +108,28 @@ def test_heartbeat_advances_and_a_holder_notices_it_lost_the_lock(tmp_path):
 
 @pytest.mark.slow
 def test_three_concurrent_runs_compute_each_job_once_with_identical_results(tmp_path):
-    procs = [chain_process(tmp_path / "jobs", tmp_path / "data") for _ in range(3)]
+    """The issue's case: three `repro.table 1` at once on one store (before: 8 of 9 jobs ran 2-3 times)."""
+    procs = [table_process(tmp_path, f"tables{i}") for i in range(3)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
-    results = [next(line for line in out.splitlines() if line.startswith("RESULT ")) for out in outs]
-    assert results[0] == results[1] == results[2]
     folders = [d for d in (tmp_path / "jobs").iterdir() if (d / "job.json").exists()]
-    assert len(folders) == 4
+    assert len(folders) == 9
     for d in folders:
         name, key = json.loads((d / "job.json").read_text())["name"], d.name
         assert (d / "log.txt").read_text().count(f"== {name} [{key}] ==") == 1, d
         assert not (d / LOCK).exists()
+    for ext in ("csv", "md", "json"):
+        a, b, c = ((tmp_path / f"tables{i}" / f"table1.{ext}").read_text() for i in range(3))
+        assert a == b == c
     assert any("waiting for it" in out for out in outs)
 
 
 @pytest.mark.slow
 def test_a_killed_runner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, capsys):
     slow = ["+train.sleep_s=0.5"]
-    proc = chain_process(tmp_path / "jobs", tmp_path / "data", *slow)
+    proc = table_process(tmp_path, "tables", *slow)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:   # wait until it is inside the training job, holding its lock
+    while time.monotonic() < deadline:   # wait until it is inside a training job, holding its lock
         assert proc.poll() is None, proc.communicate()[0]
         locks = [p for p in tmp_path.glob(f"jobs/*/{LOCK}")
                  if (p.parent / "job.json").exists() and '"kind": "train"' in (p.parent / "job.json").read_text()]
@@ -152,17 +143,13 @@ def test_a_killed_runner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, ca
     train_dir = locks[0].parent
     assert (train_dir / LOCK).exists()                     # left behind by the killed process
 
-    from repro.config import compose
-    from repro.jobs.job import topological
-    from repro.plan import plan
+    from repro.table import cli
 
-    cfg = compose("1", "tiny", "local", [f"data.root={tmp_path / 'data'}", "train.steps=6", *slow])
-    row = next(r for r in plan(cfg) if r.name == "MT-Diffusion")
-    for job in topological([row.job]):
-        run_job(job, tmp_path / "jobs")
-    assert "took over the stale lock" in capsys.readouterr().out
-    assert all(JobStore(tmp_path / "jobs").dir(j).done for j in topological([row.job]))
-    assert not (train_dir / LOCK).exists()
+    assert cli(["1", "--profile", "tiny", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "tables"),
+                f"data.root={tmp_path / 'data'}", *slow]) == 0
+    out = capsys.readouterr().out
+    assert "took over the stale lock" in out and "resuming from step 3" in (train_dir / "log.txt").read_text()
+    assert not list(tmp_path.glob(f"jobs/*/{LOCK}"))
 
 
 def test_lock_of_an_earlier_run_of_the_same_requeued_slurm_job_is_taken_over(tmp_path, monkeypatch):
