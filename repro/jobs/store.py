@@ -114,15 +114,15 @@ class JobDir:
 
     def problems(self) -> list[str]:
         """Why this job is not done (empty when it is): damage, no result, inputs changed."""
-        problems = self.damage()
-        if problems:
-            return problems
         try:
             files = read_manifest(self.path)["files"]
         except ValueError:
-            return ["no manifest (not started, or written before checksums were kept)"]
-        if RESULT not in files or self._entry_state(RESULT, files[RESULT]) not in ("ok", "prior"):
-            return ["no result yet"]
+            return self.damage() or ["no manifest (not started, or written before checksums were kept)"]
+        if RESULT not in files and not (self.path / RESULT).exists():
+            return ["no result yet"]    # unfinished: nothing to hash
+        problems = self.damage()
+        if problems:
+            return problems
         if any(self._entry_state(rel, e) == "absent" for rel, e in files.items()):
             return ["a file write of this job never completed"]
         return self._input_problems()
@@ -189,9 +189,9 @@ class JobDir:
         st = self._status_file()
         if self.done:
             return {**st, "state": "done"}
-        damage = self.damage() or self._input_problems() if self.path.is_dir() else []
-        if damage or st.get("state") == "done" or (self.path / RESULT).exists():
-            return {**st, "state": "damaged", "damage": damage or ["result missing"]}
+        if st.get("state") == "done" or (self.path / RESULT).exists():     # finished once: what is wrong now
+            damage = self.damage() or self._input_problems() or ["result.json missing"]
+            return {**st, "state": "damaged", "damage": damage}
         return st if "state" in st else {**st, "state": "pending"}
 
     def set_status(self, state: str, **extra: Any) -> None:
