@@ -187,7 +187,7 @@ def _run_locked(job: Job, out: JobDir, deps: dict[str, JobDir], lock: JobLock, r
             traceback.print_exc()
             out.set_status("failed", error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started)
             raise
-    if not lock.held():
+    if not lock.held():     # judged stale while alive (a frozen node): the new holder owns status and result
         raise RuntimeError(f"{job.name} ({job.key}): lost its lock {out / LOCK} while running (judged stale by "
                            f"another process); not publishing its result")
     wall = time.time() - started
