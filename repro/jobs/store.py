@@ -82,7 +82,8 @@ class JobDir:
     # ------------------------------------------------------------------ checking
 
     def _entry_state(self, rel: str, entry: dict[str, Any]) -> str:
-        """ok | prior (a killed rewrite left the previous version) | absent (a killed first write) | damaged | missing"""
+        """ok | prior (a killed rewrite left the previous version) | absent (a killed first write)
+        | damaged | missing"""
         path = self.path / rel
         sha = file_sha256(path)
         if sha is None:
@@ -254,7 +255,8 @@ class JobDir:
                 self._drop(files, rel)
         elif bad:
             first = min(files[rel]["seq"] for rel in bad)
-            resume = [e["seq"] for rel, e in files.items() if _resume_state(rel) and rel not in bad and e["seq"] < first]
+            resume = [e["seq"] for rel, e in files.items()
+                      if _resume_state(rel) and rel not in bad and e["seq"] < first]
             cut = max(resume, default=0) + 1
             later = sorted((rel for rel in files if files[rel]["seq"] >= cut and rel not in bad and rel != JOB),
                            key=lambda r: files[r]["seq"])
