@@ -39,9 +39,10 @@ def crafted(tmp_path: Path, name: str, fmt: str) -> tuple[Path, Path]:
 
 
 def test_the_payload_really_runs_code_when_unpickled_unsafely(tmp_path):
-    """The oracle for the tests below: without weights_only the marker appears."""
-    path, marker = crafted(tmp_path, "probe.pt", "zip")
-    torch.load(path, weights_only=False)
+    """The oracle for the tests below: an unrestricted unpickler writes the marker."""
+    path, marker = crafted(tmp_path, "probe.pt", "pickle")
+    with open(path, "rb") as f:
+        pickle.load(f)
     assert marker.exists()
 
 

@@ -44,15 +44,15 @@ def test_stop_request_checkpoints_the_current_step_and_resumes_bit_exactly(tmp_p
     status = json.loads((cut / "status.json").read_text())
     assert status["state"] == "preempted" and status["step"] == STOP_AFTER
     assert not cut.done and not (cut / train_body.MODEL).exists()
-    state = torch.load(cut / train_body.CHECKPOINT, weights_only=False)
+    state = torch.load(cut / train_body.CHECKPOINT, weights_only=True)
     assert state["step"] == STOP_AFTER           # the step it was on, not the periodic one (3)
     assert not list(cut.path.glob(".*.tmp"))
 
     monkeypatch.undo()
     run_job(job, tmp_path / "cut")
     assert f"resuming from step {STOP_AFTER}" in (cut / "log.txt").read_text()
-    a = torch.load(whole / train_body.MODEL, weights_only=False)
-    b = torch.load(cut / train_body.MODEL, weights_only=False)
+    a = torch.load(whole / train_body.MODEL, weights_only=True)
+    b = torch.load(cut / train_body.MODEL, weights_only=True)
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         for name in a[part]:
