@@ -148,3 +148,12 @@ def test_no_torch_load_with_weights_only_false_in_the_package():
                           capture_output=True, text=True).stdout.splitlines()
     pending = {"repro/jobs/train.py", "repro/jobs/classifier.py"}
     assert [h for h in hits if not any(p in h for p in pending)] == []
+
+
+def test_inception_weights_of_the_wrong_shape_are_a_user_error(tmp_path):
+    from repro.metrics import inception_extractor
+
+    path = tmp_path / "inception.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(UserError, match="not torch-fidelity's Inception-v3 state dict"):
+        inception_extractor(path, cuda=False)

@@ -81,8 +81,12 @@ class InceptionSpatialExtractor(_Fingerprinted, FeatureExtractorInceptionV3):
         # torch-fidelity unpickles a weights path with torch.load unrestricted, which runs
         # whatever a crafted file asks; give it the state dict read above instead, through the
         # only other way its constructor takes weights (its download function, never called).
-        with mock.patch.object(_tf_inception, "load_state_dict_from_url", lambda *a, **k: state):
-            super().__init__(name, features_list, feature_extractor_weights_path=None, **kwargs)
+        try:
+            with mock.patch.object(_tf_inception, "load_state_dict_from_url", lambda *a, **k: state):
+                super().__init__(name, features_list, feature_extractor_weights_path=None, **kwargs)
+        except RuntimeError as err:     # load_state_dict(strict=True): names or shapes do not match
+            raise UserError(f"{path} is not torch-fidelity's Inception-v3 state dict ({INCEPTION_FILE}): "
+                            f"{str(err).splitlines()[0]}") from None
         self._spatial: torch.Tensor | None = None
         # TF's mixed_6/conv:0 is the ReLU output of Mixed_6d's 1x1 branch (torch-fidelity's
         # weight converter maps mixed_6/conv -> Mixed_6d.branch1x1).
