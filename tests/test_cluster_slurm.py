@@ -173,7 +173,7 @@ def test_training_requeued_twice_resumes_bit_exactly(slurm_cluster, tmp_path):
     finally:
         torch.set_num_threads(threads)
     ref = JobStore(tmp_path / "ref").dir(ref_job)
-    a, b = torch.load(ref / "model.pt", weights_only=False), torch.load(d / "model.pt", weights_only=False)
+    a, b = torch.load(ref / "model.pt", weights_only=True), torch.load(d / "model.pt", weights_only=True)
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part

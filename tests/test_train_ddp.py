@@ -93,8 +93,8 @@ def test_two_gloo_ranks_follow_the_single_process_run(tmp_path):
         assert set(a) == set(b)
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
-    w1 = torch.load(single / "model.pt", weights_only=False)
-    w2 = torch.load(ddp / "model.pt", weights_only=False)
+    w1 = torch.load(single / "model.pt", weights_only=True)
+    w2 = torch.load(ddp / "model.pt", weights_only=True)
     lr, steps = 1e-3, 6        # the tiny profile's learning rate; no weight moves further than lr * steps
     for part in ("model", "ema"):
         diff = torch.cat([(w2[part][k] - v).abs().flatten() for k, v in w1[part].items()])

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from repro.io import atomic_write_json
 from repro.jobs.job import Job
+from repro.jobs.lock import JobLock
 from repro.jobs.store import JobDir, JobStore
 
 # kind -> module whose `run(cfg, out, deps) -> dict` is the job body
@@ -34,6 +35,7 @@ BODIES = {
     "classifier": "repro.jobs.classifier",   # ADM noisy classifier: guidance, Figure 6
     "released": "repro.jobs.released",       # a released guided-diffusion checkpoint (paper ADM*)
 }
+LOCK = "lock"   # in the job's folder while a process computes it
 
 
 class Preempted(Exception):
@@ -119,27 +121,69 @@ def _logging_to(path: Path):
 
 
 def run_job(job: Job, store_root: str | Path) -> dict[str, Any]:
-    """Execute `job` unless its result exists; return its result."""
+    """Execute `job` unless the store holds its result intact; return its result.
+
+    Rank 0 holds the job's lock (repro.jobs.lock) from the integrity check to the result:
+    a concurrent run of the same job waits for it and then reads its result. Under the lock
+    the folder is scrubbed (repro.jobs.store: damaged files discarded, orphan temp files
+    removed), so the body only ever sees intact files, and the digests of the inputs it
+    reads are recorded (inputs.json) so that a changed input makes it recompute later.
+    """
     from repro.jobs.distributed import world_from_environment
-    from repro.report.provenance import git_commit
 
     store = JobStore(store_root)
     world = world_from_environment()
-    out = store.prepare(job) if world.is_main else store.dir(job)
+    out = store.dir(job)
     if out.done:
         return out.result()
+    if not world.is_main:   # another rank of a data-parallel job: compute, keep no books
+        deps = _ready_deps(job, store)
+        out.path.mkdir(parents=True, exist_ok=True)
+        with _logging_to(out / f"log.rank{world.rank}.txt"):
+            return body(job.kind)(dict(job.config), out, deps)
+    out.path.mkdir(parents=True, exist_ok=True)
+    with JobLock(out / LOCK, on_wait=lambda holder: _waiting(job, out, holder)) as lock:
+        repairs = out.scrub()
+        store.prepare(job)
+        if out.done:        # finished by the process we waited for, or only resume state was damaged
+            _log_repairs(out, repairs)
+            return out.result()
+        return _run_locked(job, out, _ready_deps(job, store), lock, repairs)
+
+
+def _ready_deps(job: Job, store: JobStore) -> dict[str, JobDir]:
     deps = {role: store.dir(dep) for role, dep in job.deps.items()}
     missing = [role for role, d in deps.items() if not d.done]
     if missing:
         raise RuntimeError(f"job {job.name} ({job.key}) started before its dependencies {missing} finished")
-    if not world.is_main:   # another rank of a data-parallel job: compute, keep no books
-        out.path.mkdir(parents=True, exist_ok=True)
-        with _logging_to(out / f"log.rank{world.rank}.txt"):
-            return body(job.kind)(dict(job.config), out, deps)
+    return deps
+
+
+def _waiting(job: Job, out: JobDir, holder: dict[str, Any]) -> None:
+    since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if "started" in holder else "?"
+    print(f"{job.name} [{job.key}] is being computed by {holder.get('host', '?')} pid {holder.get('pid', '?')} "
+          f"(since {since}; log {out / 'log.txt'}): waiting for it", flush=True)
+
+
+def _log_repairs(out: JobDir, repairs: list[str]) -> None:
+    if repairs:
+        with open(out / "log.txt", "a") as log:
+            for line in repairs:
+                print(f"store check: {line}", file=log, flush=True)
+                print(f"{out.path.name}: store check: {line}", flush=True)
+
+
+def _run_locked(job: Job, out: JobDir, deps: dict[str, JobDir], lock: JobLock, repairs: list[str]) -> dict[str, Any]:
+    from repro.report.provenance import git_commit
+
     started = time.time()
     out.set_status("running", started=started, name=job.name, **_slurm_info())
     with _logging_to(out / "log.txt"):
         print(f"== {job.name} [{job.key}] ==", flush=True)
+        for line in repairs:
+            print(f"store check: {line}", flush=True)
+        if out.record_inputs({role: {"key": d.key, "digest": d.digest()} for role, d in sorted(deps.items())}):
+            print("store check: inputs changed since the files here were computed: starting again", flush=True)
         try:
             result = body(job.kind)(dict(job.config), out, deps)
         except Preempted as stop:
@@ -150,6 +194,9 @@ def run_job(job: Job, store_root: str | Path) -> dict[str, Any]:
             traceback.print_exc()
             out.set_status("failed", error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started)
             raise
+    if not lock.held():     # judged stale while alive (a frozen node): the new holder owns status and result
+        raise RuntimeError(f"{job.name} ({job.key}): lost its lock {out / LOCK} while running (judged stale by "
+                           f"another process); not publishing its result")
     wall = time.time() - started
     result = {**result, "provenance": {"key": job.key, "name": job.name, "git_commit": git_commit(),
                                        "wall_time_s": round(wall, 2), "finished": time.time()}}

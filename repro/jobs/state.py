@@ -67,6 +67,9 @@ def job_state(job: Job, store: JobStore, queue: Mapping[str, tuple[str, str]] | 
         st.detail = f"{wall} s" if wall is not None else ""
         return st
     state = status.get("state", "not started")
+    if state == "damaged":      # checksums (repro/jobs/store.py): the next run repairs and recomputes it
+        st.state, st.detail = "damaged", "; ".join(status.get("damage", []))
+        return st
     if state == "failed":
         st.state, st.detail = "failed", status.get("error", "")
         return st

@@ -10,7 +10,7 @@ Files of record (what a finished job leaves; sampling, evaluation and continued 
                                           network (an ADM classifier or MT-Diffusion-E's label path)
 
 Every file holds tensors, dicts, lists, numbers and strings only, so all are read with
-`torch.load(..., weights_only=True)` (no pickled code runs).
+`repro.io.load_torch` (weights_only=True: no pickled code runs; a refused file is a UserError naming it).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from repro.diffusion import MTProcess
 from repro.errors import UserError
+from repro.io import load_torch
 from repro.jobs.harness import SNAPSHOT
 from repro.jobs.store import JobDir
 from repro.tasks import make_task
@@ -48,7 +49,7 @@ def make_process(d: Mapping[str, Any], n_modalities: int, respacing: str | int |
 
 
 def _load(path: Path | JobDir) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch(path, what="job-store model file")
 
 
 def load_trained(train_dir: JobDir, *, use_ema: bool = True, step: int | None = None):

@@ -21,13 +21,18 @@ from __future__ import annotations
 import hashlib
 import os
 
+from unittest import mock
+
 import torch
 import torch_fidelity
+import torch_fidelity.feature_extractor_inceptionv3 as _tf_inception
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from repro.weights import WEIGHTS, check_weights
+from repro.errors import UserError
+from repro.io import load_torch
 from repro.metrics.feature_net import SPATIAL_CHANNELS, FeatureNet, load_feature_net
 
 INCEPTION_FILE = WEIGHTS["inception"].file
@@ -64,7 +69,18 @@ class InceptionSpatialExtractor(_Fingerprinted, FeatureExtractorInceptionV3):
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs):
         path = check_weights("inception", feature_extractor_weights_path)
-        super().__init__(name, features_list, feature_extractor_weights_path=str(path), **kwargs)
+        state = load_torch(path, what="Inception weights")
+        if not isinstance(state, dict) or "fc.weight" not in state:
+            raise UserError(f"{path} is not torch-fidelity's Inception-v3 state dict ({INCEPTION_FILE})")
+        # torch-fidelity unpickles a weights path with torch.load unrestricted, which runs
+        # whatever a crafted file asks; give it the state dict read above instead, through the
+        # only other way its constructor takes weights (its download function, never called).
+        try:
+            with mock.patch.object(_tf_inception, "load_state_dict_from_url", lambda *a, **k: state):
+                super().__init__(name, features_list, feature_extractor_weights_path=None, **kwargs)
+        except RuntimeError as err:     # load_state_dict(strict=True): names or shapes do not match
+            raise UserError(f"{path} is not torch-fidelity's Inception-v3 state dict ({INCEPTION_FILE}): "
+                            f"{str(err).splitlines()[0]}") from None
         self._spatial: torch.Tensor | None = None
         # TF's mixed_6/conv:0 is the ReLU output of Mixed_6d's 1x1 branch (torch-fidelity's
         # weight converter maps mixed_6/conv -> Mixed_6d.branch1x1).

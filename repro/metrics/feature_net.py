@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from repro.errors import UserError
-from repro.io import atomic_save_torch
+from repro.io import atomic_save_torch, load_torch
 from repro.metrics.accuracy import topk_accuracy
 
 # sFID in the ADM suite keeps the first 7 of Inception's 192 mixed_6/conv channels.
@@ -229,7 +229,7 @@ def load_feature_net(path: str | os.PathLike) -> FeatureNet:
             f"feature network checkpoint {path} not found; train it first (repro.metrics.train_feature_net "
             f"on the embedded data) or point the config at an existing one"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch(path, what="feature network checkpoint")
     if not isinstance(payload, dict) or payload.get("kind") != "repro.metrics.FeatureNet":
         raise UserError(f"{path} is not a FeatureNet checkpoint written by repro.metrics.save_feature_net")
     cfg = dict(payload["config"])

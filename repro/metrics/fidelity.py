@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,8 +190,12 @@ def reference_statistics(
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{extractor.get_name()}-{images_key(reference, extractor)[:32]}.npz"
         if cache.is_file():
-            with np.load(cache, allow_pickle=False) as data:
-                return _stats_from_npz(data, cache)
+            try:
+                with np.load(cache, allow_pickle=False) as data:
+                    return _stats_from_npz(data, cache)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                # A damaged cache entry (truncated, bit-flipped: zip CRCs catch it) is recomputed.
+                print(f"fidelity cache {cache} is damaged ({type(err).__name__}): recomputing it")
     stats = ReferenceStats.from_features(extract_features(reference, extractor, batch_size, progress), layers, source)
     if cache is not None:
         stats.save(cache)

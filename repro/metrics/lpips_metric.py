@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from repro.errors import UserError
 from repro.weights import WEIGHTS, check_weights
+from repro.io import load_torch
 from repro.metrics.feature_net import FeatureNet
 
 ALEXNET_FILE = WEIGHTS["lpips_alexnet"].file
@@ -99,14 +100,18 @@ def lpips_alexnet(alexnet_weights: str | os.PathLike, version: str = "0.1") -> l
     if not lin_path.is_file():
         raise UserError(f"LPIPS v{version} lin-layer weights {lin_path} missing from the lpips package; reinstall lpips")
 
-    model = _quiet_lpips(net="alex", version=version, pretrained=True, lpips=True, pnet_rand=True, model_path=str(lin_path))
-    # lpips loads the lin layers with strict=False; make sure they really arrived.
-    lin_state = torch.load(lin_path, map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    if not lin_state or any(k not in own or not torch.equal(own[k], v) for k, v in lin_state.items()):
+    # The lin layers are read here (lpips' own loader would torch.load them itself), then
+    # loaded strictly: every lin layer of the model must come from the file.
+    lin_state = load_torch(lin_path, what="LPIPS lin-layer weights")
+    model = _quiet_lpips(net="alex", version=version, pretrained=False, lpips=True, pnet_rand=True)
+    lin_keys = {k for k in model.state_dict() if k.startswith("lin") and not k.startswith("lins.")}   # lins aliases them
+    if not isinstance(lin_state, dict) or set(lin_state) != lin_keys:
         raise UserError(f"{lin_path} does not hold lpips' AlexNet lin layers; reinstall lpips")
+    model.load_state_dict(lin_state, strict=False)
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, what="LPIPS AlexNet weights")
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a torchvision AlexNet state dict; use {ALEXNET_FILE}")
     mapping = _alexnet_slice_key(model)
     missing = [k for k in mapping if k not in state]
     if missing:

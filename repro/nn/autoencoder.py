@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from repro.errors import UserError
 from repro.weights import check_weights
+from repro.io import load_torch
 
 # LDM's models/first_stage_models/kl-f8/config.yaml in diffusers' terms.
 KL_F8 = dict(
@@ -64,10 +65,14 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = load_torch(path, what="autoencoder weights")   # UserError for code-carrying pickles
+    except UserError:
+        raise
     except Exception as err:  # many formats fail in many ways; all mean "not readable"
         raise UserError(f"cannot read autoencoder weights {path}: {type(err).__name__}: {err}") from None
-    state = state.get("state_dict", state)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of autoencoder weights")
     # LDM's full checkpoints prefix the first stage with "first_stage_model."
     prefix = "first_stage_model."
     if any(k.startswith(prefix) for k in state):
