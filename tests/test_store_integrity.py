@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import repro.io
-import repro.jobs.train as train_body
+import repro.jobs.harness as harness
 from repro.config import compose
 from repro.io import atomic_save_torch, sha256_file
 from repro.jobs.job import Job, topological
@@ -125,8 +125,8 @@ CASES = [
     ("train", "model.pt", "delete", {"train"}),
     ("train", "snapshots/ema_0000003.pt", "flip", {"train"}),   # written before the checkpoint: from scratch
     ("train", "manifest.json", "garble", {"train"}),
-    ("sample", "restored_m10.npz", "truncate", {"sample"}),
-    ("sample", "restored_m5.npz", "delete", {"sample"}),
+    ("sample", "samples.npz", "truncate", {"sample"}),
+    ("sample", "samples.npz", "delete", {"sample"}),
     ("sample", "grid_m15.png", "flip", {"sample"}),
     ("features", "feature_net.pt", "flip", {"features", "evaluate"}),   # its result holds a wall time
 ]
@@ -183,7 +183,7 @@ def test_unfinished_job_resumes_from_a_good_checkpoint_and_restarts_after_a_dama
         store = tmp_path / label
         shutil.copytree(root / "jobs" / jobs["features"].key, store / jobs["features"].key)
         calls.clear()
-        monkeypatch.setattr(train_body, "stop_requested", stop_after_5)
+        monkeypatch.setattr(harness, "stop_requested", stop_after_5)
         with pytest.raises(Preempted):
             run_job(jobs["train"], store)
         monkeypatch.undo()
@@ -205,10 +205,10 @@ def test_half_written_samples_of_an_unfinished_job_are_never_taken_as_finished(c
     store, jobs, ref = case
     d = JobStore(store).dir(jobs["sample"])
     (d / "result.json").unlink()
-    truncate(d / "restored_m15.npz")
+    truncate(d / "samples.npz")
     assert not d.done and d.status()["state"] == "damaged"
     assert run_all(store, jobs) == {"sample"}
-    assert "restored_m15.npz: damaged" in (d / "log.txt").read_text()
+    assert "samples.npz: damaged" in (d / "log.txt").read_text()
     assert outputs(store, jobs) == ref
 
 
@@ -247,12 +247,12 @@ def test_damaged_fidelity_cache_entry_is_recomputed(reference, tmp_path, damage)
     from repro.metrics import compute_generation_metrics, featurenet_extractor
 
     root, jobs, _ = reference
-    arr = np.load(root / "jobs" / jobs["sample"].key / "restored_m5.npz")
+    arr = np.load(root / "jobs" / jobs["sample"].key / "samples.npz")
     ext = featurenet_extractor(root / "jobs" / jobs["features"].key / "feature_net.pt", cuda=False)
     cache = tmp_path / "_cache" / "fidelity"
-    first = compute_generation_metrics(arr["restored"], arr["original"], ext, cache, isc_splits=2)
+    first = compute_generation_metrics(arr["restored_m5"], arr["original"], ext, cache, isc_splits=2)
     (entry,) = cache.iterdir()
     DAMAGE[damage](entry)
-    again = compute_generation_metrics(arr["restored"], arr["original"], ext, cache, isc_splits=2)
+    again = compute_generation_metrics(arr["restored_m5"], arr["original"], ext, cache, isc_splits=2)
     assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)
-    assert compute_generation_metrics(arr["restored"], arr["original"], ext, cache, isc_splits=2) == again
+    assert compute_generation_metrics(arr["restored_m5"], arr["original"], ext, cache, isc_splits=2) == again

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from repro.io import atomic_save_torch
+from repro.io import atomic_save_torch, load_torch
 from repro.jobs.distributed import World, all_sum, average_gradients, barrier
 from repro.jobs.runner import Preempted, stop_requested
 from repro.jobs.store import JobDir
@@ -213,7 +213,7 @@ def save_checkpoint(out: JobDir, model: nn.Module, ema: nn.Module | None, opt: t
 
 def load_checkpoint(out: JobDir, model: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer) -> TrainState:
     """Restore a `save_checkpoint` state in place; returns where the run stands."""
-    saved = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    saved = load_torch(out / CHECKPOINT, what="training checkpoint")
     model.load_state_dict(saved["model"])
     if ema is not None:
         ema.load_state_dict(saved["ema"])

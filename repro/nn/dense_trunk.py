@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
 from repro.errors import UserError
+from repro.io import load_torch
 
 PASCAL_TASK_CHANNELS = {"semseg": 21, "human_parts": 7, "sal": 2, "normals": 3, "edge": 1}
 NYUD_TASK_CHANNELS = {"semseg": 13, "depth": 1, "normals": 3}
@@ -51,7 +52,7 @@ class ResNetBackbone(nn.Module):
         if not path.is_file():
             raise UserError(f"ImageNet weights {path} not found: download {IMAGENET_FILES[name]} from torchvision "
                             f"on a connected machine and set weights.{name}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch(path, what=f"ImageNet {name} weights")
         ours = {}  # torchvision's names -> ours (stem.0 = conv1, stages.0 = layer1, ...)
         for key, value in state.items():
             head, _, rest = key.partition(".")
