@@ -104,6 +104,7 @@ class EncoderUNetModel(nn.Module):
 
     def convert_to_fp16(self) -> None:
         """Run the trunk in half precision (guided-diffusion's use_fp16 path)."""
+        self.dtype = torch.float16   # the trunk's input is cast to it in forward
         convert_convs_to_fp16(self.input_blocks)
         convert_convs_to_fp16(self.middle_block)
 

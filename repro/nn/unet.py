@@ -181,6 +181,7 @@ class UNetModel(nn.Module):
 
     def convert_to_fp16(self) -> None:
         """Run the trunk in half precision (guided-diffusion's use_fp16 path)."""
+        self.dtype = torch.float16   # the trunk's input is cast to it in forward
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
             convert_convs_to_fp16(part)
 

@@ -1,0 +1,241 @@
+"""python -m repro.bench [--profile smoke] [--iters 20] [--json]: per-iteration cost of training and sampling.
+
+A benchmark, not a test. It measures, at a profile's model size and on random data:
+
+  * one training iteration (Algorithm 2: forward, backward, AdamW step) and one sampling
+    network call (Algorithm 1) of each variant of Table 2's backbone: ADM, MT-Diffusion-U,
+    -X (masked image), -M, -E (image-label), with each variant's ratio to ADM. The ratio is
+    the paper's overhead claim (Appendix E.5: two-modality MT-Diffusion costs about 10%
+    more training time per iteration than single-task diffusion);
+  * the FLOPs of a training iteration (torch's FlopCounterMode) and the achieved FLOP/s
+    against the same run's matmul rate;
+  * each fast path (repro.nn.fast_paths, repro.nn.precision) on ADM: step time, sampling
+    evaluations per second and the training step's peak memory, against the default path;
+  * the evaluation feature network's images per second, and the process's peak RSS;
+  * with --paper-configs: every distinct paper-profile network at full size (one training
+    step and one sampling call at batch 1): wall time and peak memory per configuration.
+
+Timings are medians over `--iters` repetitions after a warm-up. On a shared machine
+compare ratios from one run, not numbers across runs. The default output is text;
+--json prints one JSON object instead.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from repro.errors import UserError
+
+from repro.bench.measure import PeakMemory, SavedActivations, count_flops, matmul_rate, median_seconds, peak_rss_bytes
+from repro.bench.networks import build, job_config, sampling_call, spec_classifiers, spec_networks, train_step
+from repro.config import compose
+
+# Table 2's models: every MT-Diffusion variant on one backbone (bench name -> spec model).
+VARIANT_MODELS = {"adm": "adm", "U": "mt_u", "X": "mt_x", "M": "mt_m", "E": "mt_e"}
+# Fast-path settings timed on ADM: name -> (sdpa, channels_last, checkpoint, precision).
+FAST_PATHS = {
+    "default": (False, False, False, "fp32"),
+    "sdpa": (True, False, False, "fp32"),
+    "channels_last": (False, True, False, "fp32"),
+    "checkpoint": (False, False, True, "fp32"),
+    "bf16": (False, False, False, "bf16"),
+    "sdpa+channels_last+bf16": (True, True, False, "bf16"),
+}
+MB = 2**20
+
+
+def bench_variant(config: dict[str, Any], iters: int, device: str, sample_batch: int) -> dict[str, float]:
+    built = build(config)
+    batch = int(config["train"]["batch_size"])
+    step = train_step(config, built, batch, device=device)
+    flops = count_flops(step)
+    train_s = median_seconds(step, iters, device=device)
+    call = sampling_call(config, built, sample_batch, device=device)
+    sample_s = median_seconds(call, iters, device=device)
+    return {"parameters": sum(p.numel() for p in built.model.parameters()), "train_s": train_s,
+            "train_flops": flops, "train_flops_per_s": flops / train_s,
+            "sample_step_s": sample_s, "sample_evals_per_s": sample_batch / sample_s}
+
+
+def bench_fast_path(config: dict[str, Any], iters: int, device: str, sample_batch: int,
+                    sdpa: bool, channels_last: bool, checkpoint: bool, precision: str) -> dict[str, float]:
+    from repro.nn.fast_paths import set_fast_paths, to_channels_last
+
+    built = build(config)
+    set_fast_paths(built.model, sdpa=sdpa, checkpoint=checkpoint)
+    if channels_last:
+        to_channels_last(built.model)
+    opts = dict(device=device, precision=precision, channels_last=channels_last)
+    step = train_step(config, built, int(config["train"]["batch_size"]), **opts)
+    step()                                  # optimiser state allocated before the memory is measured
+    with PeakMemory(device) as mem, SavedActivations(built.model) as saved:
+        step()
+    train_s = median_seconds(step, iters, device=device)
+    call = sampling_call(config, built, sample_batch, **opts)
+    sample_s = median_seconds(call, iters, device=device)
+    return {"train_s": train_s, "sample_evals_per_s": sample_batch / sample_s, "train_peak_mb": mem.peak_bytes / MB,
+            "train_saved_activations_mb": saved.bytes / MB}
+
+
+def eval_images_per_s(cfg, iters: int, device: str) -> dict[str, Any]:
+    """Throughput of the evaluation's feature network (FID/IS/LPIPS features) on random images."""
+    batch, res = int(cfg.eval.batch_size), int(cfg.data.resolution)
+    if cfg.features.kind == "embedded":
+        from repro.data.embedded import NUM_CLASSES
+        from repro.metrics.feature_net import FeatureNet, FeatureNetConfig
+
+        net, name = FeatureNet(FeatureNetConfig(num_classes=NUM_CLASSES)), "FeatureNet (embedded)"
+        fn = net.embed
+    else:   # the architecture of the pretrained Inception-v3 (throughput does not depend on the weights)
+        from torchvision.models import inception_v3
+
+        net, name = inception_v3(weights=None, aux_logits=False, init_weights=False), "Inception-v3 (299 px)"
+        res = 299
+        fn = net
+    net = net.to(device).eval()
+    x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    with torch.no_grad():
+        seconds = median_seconds(lambda: fn(x), iters, device=device)
+    return {"network": name, "batch": batch, "images_per_s": batch / seconds}
+
+
+def bench_paper_configs(device: str) -> list[dict[str, Any]]:
+    """Every distinct paper-profile network at full size: build, one training step and one
+    sampling call at batch 1, their wall times and the peak memory of each."""
+    from repro.bench.networks import with_random_autoencoder
+    from repro.tasks.image_label import build_classifier
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for net in spec_networks("paper"):
+            config = with_random_autoencoder(net.config, Path(tmp))
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            with PeakMemory(device) as mem:
+                built = build(config)
+                t1 = time.perf_counter()
+                loss = train_step(config, built, 1, device=device)()
+                t2 = time.perf_counter()
+                sampling_call(config, built, 1, device=device)()
+                t3 = time.perf_counter()
+            rows.append({"network": net.name, "used_by": net.used_by,
+                         "parameters": sum(p.numel() for p in built.model.parameters()),
+                         "build_s": t1 - t0, "train_step_s": t2 - t1, "sampling_call_s": t3 - t2,
+                         "cpu_s": time.process_time() - cpu0, "peak_mb": mem.peak_bytes / MB, "loss": loss})
+            del built
+            gc.collect()
+        for name, block, res in spec_classifiers("paper"):
+            t0 = time.perf_counter()
+            with PeakMemory(device) as mem:
+                clf = build_classifier(block, res, 1000).to(device)
+                x, t = torch.randn(1, 3, res, res, device=device), torch.tensor([500], device=device)
+                clf(x, t).logsumexp(-1).sum().backward()
+            rows.append({"network": name, "parameters": sum(p.numel() for p in clf.parameters()),
+                         "forward_backward_s": time.perf_counter() - t0, "peak_mb": mem.peak_bytes / MB})
+            del clf
+            gc.collect()
+    return rows
+
+
+def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> dict[str, Any]:
+    cfg = compose(table, profile)
+    sample_batch = int(cfg.sample.batch_size)
+    configs = {v: job_config(cfg, m) for v, m in VARIANT_MODELS.items()}
+    variants = {v: bench_variant(c, iters, device, sample_batch) for v, c in configs.items()}
+    for v in variants.values():
+        v["train_vs_adm"] = v["train_s"] / variants["adm"]["train_s"]
+        v["sample_vs_adm"] = v["sample_step_s"] / variants["adm"]["sample_step_s"]
+    rate = matmul_rate(device)
+    for v in variants.values():
+        v["train_flops_vs_matmul"] = v["train_flops_per_s"] / rate
+    out: dict[str, Any] = {
+        "profile": profile, "table": table, "device": device, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "iters": iters,
+        "train_batch": int(cfg.train.batch_size), "sample_batch": sample_batch,
+        "resolution": int(cfg.data.resolution), "matmul_flops_per_s": {"fp32": rate, "bf16": matmul_rate(device, torch.bfloat16)},
+        "variants": variants,
+    }
+    if fast_paths:
+        paths = {name: bench_fast_path(configs["adm"], iters, device, sample_batch, *opts)
+                 for name, opts in FAST_PATHS.items()}
+        base = paths["default"]
+        for p in paths.values():
+            p["train_speedup"] = base["train_s"] / p["train_s"]
+            p["sample_speedup"] = p["sample_evals_per_s"] / base["sample_evals_per_s"]
+            p["train_peak_ratio"] = p["train_peak_mb"] / base["train_peak_mb"] if base["train_peak_mb"] else None
+            p["saved_activations_ratio"] = p["train_saved_activations_mb"] / base["train_saved_activations_mb"]
+        out["fast_paths"] = paths
+    out["eval"] = eval_images_per_s(cfg, iters, device)
+    out["estimated_train_minutes_X"] = variants["X"]["train_s"] * int(cfg.train.steps) / 60
+    out["peak_rss_mb"] = peak_rss_bytes() / MB
+    return out
+
+
+def print_text(res: dict[str, Any]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(res["variants"]).T[["parameters", "train_s", "sample_step_s", "train_vs_adm",
+                                             "sample_vs_adm", "train_flops_vs_matmul"]]
+    print(f"profile {res['profile']} (table {res['table']}): batch {res['train_batch']} (train), "
+          f"{res['sample_batch']} (sample), {res['resolution']}px, {res['threads']} torch threads on "
+          f"{res['device']}, median of {res['iters']}")
+    print(frame.to_string(float_format=lambda v: f"{v:.4g}"))
+    if "fast_paths" in res:
+        print("\nfast paths on ADM:")
+        print(pd.DataFrame(res["fast_paths"]).T.to_string(float_format=lambda v: f"{v:.4g}"))
+    ev = res["eval"]
+    print(f"\nevaluation features: {ev['images_per_s']:.4g} images/s ({ev['network']}, batch {ev['batch']}); "
+          f"peak RSS {res['peak_rss_mb']:.0f} MB")
+    print(f"estimated training time per model: {res['estimated_train_minutes_X']:.1f} min (X variant)")
+
+
+@click.command()
+@click.option("--profile", default="smoke", show_default=True)
+@click.option("--table", default="2", show_default=True, help="spec whose models are timed (Table 2 has every variant)")
+@click.option("--iters", default=20, show_default=True, help="timed repetitions (median reported)")
+@click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the text tables")
+@click.option("--fast-paths/--no-fast-paths", default=True, show_default=True, help="time each fast path on ADM")
+@click.option("--paper-configs", is_flag=True, help="only: every paper-profile network at full size, batch 1")
+def main(profile: str, table: str, iters: int, threads: int, device: str, as_json: bool, fast_paths: bool,
+         paper_configs: bool) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    if iters < 1:
+        raise UserError(f"--iters must be at least 1, got {iters}")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise UserError(f"--device {device!r}: choose cpu, or cuda on a machine with a GPU")
+    if paper_configs:
+        rows = bench_paper_configs(device)
+        if as_json:
+            json.dump({"device": device, "threads": torch.get_num_threads(), "paper_configs": rows}, sys.stdout, indent=1)
+            print()
+        else:
+            import pandas as pd
+            print(pd.DataFrame(rows).drop(columns=["used_by", "loss"], errors="ignore").to_string(
+                float_format=lambda v: f"{v:.4g}"))
+        return
+    res = run(profile, iters, device, table, fast_paths)
+    if as_json:
+        json.dump(res, sys.stdout, indent=1)
+        print()
+    else:
+        print_text(res)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from repro.cli import run as run_command
+
+    return run_command(main, "python -m repro.bench", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
