@@ -34,7 +34,9 @@ import torch
 
 from repro.errors import UserError
 
-from repro.bench.measure import PeakMemory, SavedActivations, count_flops, matmul_rate, median_seconds, peak_rss_bytes
+from repro.bench.measure import (
+    PeakMemory, SavedActivations, count_flops, interleaved_medians, matmul_rate, median_seconds, peak_rss_bytes,
+)
 from repro.bench.networks import build, job_config, sampling_call, spec_classifiers, spec_networks, train_step
 from repro.config import compose
 
@@ -52,37 +54,53 @@ FAST_PATHS = {
 MB = 2**20
 
 
-def bench_variant(config: dict[str, Any], iters: int, device: str, sample_batch: int) -> dict[str, float]:
-    built = build(config)
-    batch = int(config["train"]["batch_size"])
-    step = train_step(config, built, batch, device=device)
-    flops = count_flops(step)
-    train_s = median_seconds(step, iters, device=device)
-    call = sampling_call(config, built, sample_batch, device=device)
-    sample_s = median_seconds(call, iters, device=device)
-    return {"parameters": sum(p.numel() for p in built.model.parameters()), "train_s": train_s,
-            "train_flops": flops, "train_flops_per_s": flops / train_s,
-            "sample_step_s": sample_s, "sample_evals_per_s": sample_batch / sample_s}
+def bench_variants(configs: dict[str, dict[str, Any]], iters: int, device: str,
+                   sample_batch: int) -> dict[str, dict[str, float]]:
+    """Training step and sampling call of every variant, timed round-robin; FLOPs per step."""
+    steps, calls, out = {}, {}, {}
+    for name, config in configs.items():
+        built = build(config)
+        steps[name] = train_step(config, built, int(config["train"]["batch_size"]), device=device)
+        calls[name] = sampling_call(config, built, sample_batch, device=device)
+        out[name] = {"parameters": sum(p.numel() for p in built.model.parameters()),
+                     "train_flops": count_flops(steps[name])}
+    train_s = interleaved_medians(steps, iters, device=device)
+    sample_s = interleaved_medians(calls, iters, device=device)
+    for name, v in out.items():
+        v.update(train_s=train_s[name], train_flops_per_s=v["train_flops"] / train_s[name],
+                 sample_step_s=sample_s[name], sample_evals_per_s=sample_batch / sample_s[name])
+    return out
 
 
-def bench_fast_path(config: dict[str, Any], iters: int, device: str, sample_batch: int,
-                    sdpa: bool, channels_last: bool, checkpoint: bool, precision: str) -> dict[str, float]:
+def bench_fast_paths(config: dict[str, Any], iters: int, device: str, sample_batch: int) -> dict[str, dict[str, Any]]:
+    """Every FAST_PATHS setting on one network (same weights): step time, sampling rate,
+    activations kept for backward, and (CUDA) the training step's peak memory; timed round-robin."""
     from repro.nn.fast_paths import set_fast_paths, to_channels_last
 
-    built = build(config)
-    set_fast_paths(built.model, sdpa=sdpa, checkpoint=checkpoint)
-    if channels_last:
-        to_channels_last(built.model)
-    opts = dict(device=device, precision=precision, channels_last=channels_last)
-    step = train_step(config, built, int(config["train"]["batch_size"]), **opts)
-    step()                                  # optimiser state allocated before the memory is measured
-    with PeakMemory(device) as mem, SavedActivations(built.model) as saved:
-        step()
-    train_s = median_seconds(step, iters, device=device)
-    call = sampling_call(config, built, sample_batch, **opts)
-    sample_s = median_seconds(call, iters, device=device)
-    return {"train_s": train_s, "sample_evals_per_s": sample_batch / sample_s, "train_peak_mb": mem.peak_bytes / MB,
-            "train_saved_activations_mb": saved.bytes / MB}
+    steps, calls, out = {}, {}, {}
+    for name, (sdpa, channels_last, checkpoint, precision) in FAST_PATHS.items():
+        built = build(config)
+        set_fast_paths(built.model, sdpa=sdpa, checkpoint=checkpoint)
+        if channels_last:
+            to_channels_last(built.model)
+        opts = dict(device=device, precision=precision, channels_last=channels_last)
+        steps[name] = train_step(config, built, int(config["train"]["batch_size"]), **opts)
+        calls[name] = sampling_call(config, built, sample_batch, **opts)
+        steps[name]()                       # optimiser state allocated before memory is measured
+        with PeakMemory(device) as mem, SavedActivations(built.model) as saved:
+            steps[name]()
+        # On a CPU the RSS hides the allocator's reuse of freed memory: only CUDA's peak is reported.
+        out[name] = {"train_saved_activations_mb": saved.bytes / MB,
+                     "train_peak_mb": mem.peak_bytes / MB if device == "cuda" else None}
+    train_s = interleaved_medians(steps, iters, device=device)
+    sample_s = interleaved_medians(calls, iters, device=device)
+    base = out["default"]
+    for name, v in out.items():
+        v.update(train_s=train_s[name], sample_evals_per_s=sample_batch / sample_s[name],
+                 train_speedup=train_s["default"] / train_s[name], sample_speedup=sample_s["default"] / sample_s[name],
+                 saved_activations_ratio=v["train_saved_activations_mb"] / base["train_saved_activations_mb"],
+                 train_peak_ratio=v["train_peak_mb"] / base["train_peak_mb"] if base["train_peak_mb"] else None)
+    return out
 
 
 def eval_images_per_s(cfg, iters: int, device: str) -> dict[str, Any]:
@@ -148,30 +166,22 @@ def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> 
     cfg = compose(table, profile)
     sample_batch = int(cfg.sample.batch_size)
     configs = {v: job_config(cfg, m) for v, m in VARIANT_MODELS.items()}
-    variants = {v: bench_variant(c, iters, device, sample_batch) for v, c in configs.items()}
+    variants = bench_variants(configs, iters, device, sample_batch)
+    rate = matmul_rate(device)
     for v in variants.values():
         v["train_vs_adm"] = v["train_s"] / variants["adm"]["train_s"]
         v["sample_vs_adm"] = v["sample_step_s"] / variants["adm"]["sample_step_s"]
-    rate = matmul_rate(device)
-    for v in variants.values():
         v["train_flops_vs_matmul"] = v["train_flops_per_s"] / rate
     out: dict[str, Any] = {
         "profile": profile, "table": table, "device": device, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "iters": iters,
         "train_batch": int(cfg.train.batch_size), "sample_batch": sample_batch,
-        "resolution": int(cfg.data.resolution), "matmul_flops_per_s": {"fp32": rate, "bf16": matmul_rate(device, torch.bfloat16)},
+        "resolution": int(cfg.data.resolution),
+        "matmul_flops_per_s": {"fp32": rate, "bf16": matmul_rate(device, torch.bfloat16)},
         "variants": variants,
     }
     if fast_paths:
-        paths = {name: bench_fast_path(configs["adm"], iters, device, sample_batch, *opts)
-                 for name, opts in FAST_PATHS.items()}
-        base = paths["default"]
-        for p in paths.values():
-            p["train_speedup"] = base["train_s"] / p["train_s"]
-            p["sample_speedup"] = p["sample_evals_per_s"] / base["sample_evals_per_s"]
-            p["train_peak_ratio"] = p["train_peak_mb"] / base["train_peak_mb"] if base["train_peak_mb"] else None
-            p["saved_activations_ratio"] = p["train_saved_activations_mb"] / base["train_saved_activations_mb"]
-        out["fast_paths"] = paths
+        out["fast_paths"] = bench_fast_paths(configs["adm"], iters, device, sample_batch)
     out["eval"] = eval_images_per_s(cfg, iters, device)
     out["estimated_train_minutes_X"] = variants["X"]["train_s"] * int(cfg.train.steps) / 60
     out["peak_rss_mb"] = peak_rss_bytes() / MB

@@ -1,8 +1,9 @@
 """Measurements of the benchmark: median wall time, FLOPs, the machine's matmul rate, peak memory.
 
-Timings on a shared machine are noisy; medians of repeated runs after a warm-up, and
-ratios taken within one run (a variant against ADM, a fast path against the default,
-achieved FLOP/s against the same run's matmul rate), are what is comparable.
+Timings on a shared machine are noisy; medians of repeated runs after a warm-up, timed
+round-robin across the things compared, and ratios taken within one run (a variant
+against ADM, a fast path against the default, achieved FLOP/s against the same run's
+matmul rate), are what is comparable.
 """
 from __future__ import annotations
 
@@ -34,6 +35,28 @@ def median_seconds(fn: Callable[[], Any], iters: int, warmup: int = 2, device: t
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2,
+                        device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median wall time of each function, timed round-robin (a, b, c, a, b, c, ...).
+
+    On a shared machine the load drifts over seconds; interleaving exposes every function
+    to the same drift, so that their ratios (the overheads this benchmark reports) stay
+    meaningful when the absolute times do not.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

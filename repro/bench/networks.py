@@ -98,6 +98,7 @@ def build(config: Mapping[str, Any]) -> Built:
     """Task, network, process, encoders and head kinds of a train job config (repro.jobs.train)."""
     from repro.jobs.train import build as build_train
 
+    torch.manual_seed(int(config.get("seed", 0)))     # as the train job: the same weights for the same config
     task, model, process = build_train(config)
     encoders = task.encoders(config["model"]["variant"])
     return Built(task, model, process, encoders, {k: v for k, v in task.kinds.items() if k in encoders})
