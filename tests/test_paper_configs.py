@@ -80,6 +80,7 @@ def test_paper_networks_train_and_sample_at_full_size(spec, tmp_path_factory):
         eps = sampling_call(config, built, batch=1)()
         assert eps.shape[0] == 1 and eps.shape[1] == built.model.backbone.in_channels
         assert torch.isfinite(eps).all(), net.name
+        del built, params, eps      # one full-size network (and its AdamW state) in memory at a time
 
 
 def test_every_spec_has_paper_networks_and_released_models_are_mapped():
