@@ -21,7 +21,6 @@ compare ratios from one run, not numbers across runs. The default output is text
 """
 from __future__ import annotations
 
-import gc
 import json
 import sys
 import tempfile
@@ -32,13 +31,12 @@ from typing import Any
 import click
 import torch
 
-from repro.errors import UserError
-
 from repro.bench.measure import (
     PeakMemory, SavedActivations, count_flops, interleaved_medians, matmul_rate, median_seconds, peak_rss_bytes,
 )
 from repro.bench.networks import build, job_config, sampling_call, spec_classifiers, spec_networks, train_step
 from repro.config import compose
+from repro.errors import UserError
 
 # Table 2's models: every MT-Diffusion variant on one backbone (bench name -> spec model).
 VARIANT_MODELS = {"adm": "adm", "U": "mt_u", "X": "mt_x", "M": "mt_m", "E": "mt_e"}
@@ -125,40 +123,51 @@ def eval_images_per_s(cfg, iters: int, device: str) -> dict[str, Any]:
     return {"network": name, "batch": batch, "images_per_s": batch / seconds}
 
 
-def bench_paper_configs(device: str) -> list[dict[str, Any]]:
-    """Every distinct paper-profile network at full size: build, one training step and one
-    sampling call at batch 1, their wall times and the peak memory of each."""
+def _paper_network(kind: str, name: str, spec: Any, device: str, threads: int, folder: str) -> dict[str, Any]:
+    """One paper network in this (fresh) process: build, one training step and one sampling
+    call at batch 1 (a classifier: forward and backward); wall and CPU times, peak RSS."""
     from repro.bench.networks import with_random_autoencoder
     from repro.tasks.image_label import build_classifier
 
+    torch.set_num_threads(threads)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    if kind == "classifier":
+        block, res = spec
+        clf = build_classifier(block, res, 1000).to(device)
+        t1 = time.perf_counter()
+        x, t = torch.randn(1, 3, res, res, device=device), torch.tensor([500], device=device)
+        clf(x, t).logsumexp(-1).sum().backward()
+        row = {"parameters": sum(p.numel() for p in clf.parameters()), "build_s": t1 - t0,
+               "train_step_s": time.perf_counter() - t1}
+    else:
+        config = with_random_autoencoder(spec, Path(folder))
+        built = build(config)
+        t1 = time.perf_counter()
+        loss = train_step(config, built, 1, device=device)()
+        t2 = time.perf_counter()
+        sampling_call(config, built, 1, device=device)()
+        row = {"parameters": sum(p.numel() for p in built.model.parameters()), "build_s": t1 - t0,
+               "train_step_s": t2 - t1, "sampling_call_s": time.perf_counter() - t2, "loss": loss}
+    row.update(network=name, cpu_s=time.process_time() - cpu0, peak_rss_mb=peak_rss_bytes() / MB)
+    if device == "cuda":
+        row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / MB
+    return row
+
+
+def bench_paper_configs(device: str) -> list[dict[str, Any]]:
+    """Every distinct paper-profile network at full size, each in a fresh process so that its
+    peak RSS is its own (the process's high-water mark: weights, AdamW state, activations)."""
+    import multiprocessing
+
+    jobs = [("network", net.name, net.config, net.used_by) for net in spec_networks("paper")]
+    jobs += [("classifier", name, (block, res), [name]) for name, block, res in spec_classifiers("paper")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for net in spec_networks("paper"):
-            config = with_random_autoencoder(net.config, Path(tmp))
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            with PeakMemory(device) as mem:
-                built = build(config)
-                t1 = time.perf_counter()
-                loss = train_step(config, built, 1, device=device)()
-                t2 = time.perf_counter()
-                sampling_call(config, built, 1, device=device)()
-                t3 = time.perf_counter()
-            rows.append({"network": net.name, "used_by": net.used_by,
-                         "parameters": sum(p.numel() for p in built.model.parameters()),
-                         "build_s": t1 - t0, "train_step_s": t2 - t1, "sampling_call_s": t3 - t2,
-                         "cpu_s": time.process_time() - cpu0, "peak_mb": mem.peak_bytes / MB, "loss": loss})
-            del built
-            gc.collect()
-        for name, block, res in spec_classifiers("paper"):
-            t0 = time.perf_counter()
-            with PeakMemory(device) as mem:
-                clf = build_classifier(block, res, 1000).to(device)
-                x, t = torch.randn(1, 3, res, res, device=device), torch.tensor([500], device=device)
-                clf(x, t).logsumexp(-1).sum().backward()
-            rows.append({"network": name, "parameters": sum(p.numel() for p in clf.parameters()),
-                         "forward_backward_s": time.perf_counter() - t0, "peak_mb": mem.peak_bytes / MB})
-            del clf
-            gc.collect()
+        ctx = multiprocessing.get_context("spawn")
+        for kind, name, spec, used_by in jobs:
+            with ctx.Pool(1) as pool:
+                row = pool.apply(_paper_network, (kind, name, spec, device, torch.get_num_threads(), tmp))
+            rows.append({**row, "used_by": used_by})
     return rows
 
 
