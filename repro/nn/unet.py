@@ -100,7 +100,7 @@ class UNetModel(nn.Module):
     `encoder_channels` (width of a cross-attention context, None = no cross-attention).
     Speed switches that change no parameter (defaults = ADM's computation): `use_sdpa`
     (fused attention kernel, repro.nn.attention.attend), `use_checkpoint` (recompute the
-    res/attention blocks in backward), `use_fp16` + convert_to_fp16() (ADM's fp16 trunk).
+    res/attention blocks in backward), convert_to_fp16() (ADM's fp16 trunk, as use_fp16 does there).
     """
 
     def __init__(
