@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +31,8 @@ import torch
 from repro.bench.measure import (
     PeakMemory, SavedActivations, count_flops, interleaved_medians, matmul_rate, median_seconds, peak_rss_bytes,
 )
-from repro.bench.networks import build, job_config, sampling_call, spec_classifiers, spec_networks, train_step
+from repro.bench.networks import build, job_config, sampling_call, train_step
+from repro.bench.paper_configs import bench_paper_configs
 from repro.config import compose
 from repro.errors import UserError
 
@@ -121,54 +119,6 @@ def eval_images_per_s(cfg, iters: int, device: str) -> dict[str, Any]:
     with torch.no_grad():
         seconds = median_seconds(lambda: fn(x), iters, device=device)
     return {"network": name, "batch": batch, "images_per_s": batch / seconds}
-
-
-def _paper_network(kind: str, name: str, spec: Any, device: str, threads: int, folder: str) -> dict[str, Any]:
-    """One paper network in this (fresh) process: build, one training step and one sampling
-    call at batch 1 (a classifier: forward and backward); wall and CPU times, peak RSS."""
-    from repro.bench.networks import with_random_autoencoder
-    from repro.tasks.image_label import build_classifier
-
-    torch.set_num_threads(threads)
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    if kind == "classifier":
-        block, res = spec
-        clf = build_classifier(block, res, 1000).to(device)
-        t1 = time.perf_counter()
-        x, t = torch.randn(1, 3, res, res, device=device), torch.tensor([500], device=device)
-        clf(x, t).logsumexp(-1).sum().backward()
-        row = {"parameters": sum(p.numel() for p in clf.parameters()), "build_s": t1 - t0,
-               "train_step_s": time.perf_counter() - t1}
-    else:
-        config = with_random_autoencoder(spec, Path(folder))
-        built = build(config)
-        t1 = time.perf_counter()
-        loss = train_step(config, built, 1, device=device)()
-        t2 = time.perf_counter()
-        sampling_call(config, built, 1, device=device)()
-        row = {"parameters": sum(p.numel() for p in built.model.parameters()), "build_s": t1 - t0,
-               "train_step_s": t2 - t1, "sampling_call_s": time.perf_counter() - t2, "loss": loss}
-    row.update(network=name, cpu_s=time.process_time() - cpu0, peak_rss_mb=peak_rss_bytes() / MB)
-    if device == "cuda":
-        row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / MB
-    return row
-
-
-def bench_paper_configs(device: str) -> list[dict[str, Any]]:
-    """Every distinct paper-profile network at full size, each in a fresh process so that its
-    peak RSS is its own (the process's high-water mark: weights, AdamW state, activations)."""
-    import multiprocessing
-
-    jobs = [("network", net.name, net.config, net.used_by) for net in spec_networks("paper")]
-    jobs += [("classifier", name, (block, res), [name]) for name, block, res in spec_classifiers("paper")]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = multiprocessing.get_context("spawn")
-        for kind, name, spec, used_by in jobs:
-            with ctx.Pool(1) as pool:
-                row = pool.apply(_paper_network, (kind, name, spec, device, torch.get_num_threads(), tmp))
-            rows.append({**row, "used_by": used_by})
-    return rows
 
 
 def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> dict[str, Any]:
