@@ -90,13 +90,21 @@ class TranslationTask(Task):
         check_pairs(data, source, target)
         self.data, self.source, self.target, self.space = dict(data), source, target, space
         self.variant = variant
+        self._autoencoder, self._latent_scale, self._codec = autoencoder, latent_scale, None
         if space == "pixel":
-            self.codec, self.channels, self.resolution = PixelCodec(), 3, data["resolution"]
+            self._codec, self.channels, self.resolution = PixelCodec(), 3, data["resolution"]
         else:
             if data["resolution"] % DOWNSAMPLE:
                 raise UserError(f"data.resolution {data['resolution']} must be a multiple of {DOWNSAMPLE} for kl-f8 latents")
-            self.codec = LatentCodec(kl_f8(autoencoder or ""), latent_scale)
             self.channels, self.resolution = 4, data["resolution"] // DOWNSAMPLE
+
+    @property
+    def codec(self) -> PixelCodec | LatentCodec:
+        """The map between images and the diffusion space, made on first use: planning a job (its
+        key, a dry run) builds the task without reading the autoencoder's weights."""
+        if self._codec is None:
+            self._codec = LatentCodec(kl_f8(self._autoencoder or ""), self._latent_scale)
+        return self._codec
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TranslationTask":
