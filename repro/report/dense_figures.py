@@ -46,3 +46,37 @@ def plot_denoising(images: np.ndarray, initial: Mapping[str, np.ndarray], final:
         lines.append((f"{task}: after", to_rgb(task, final[task][:n])))
         lines.append((f"{task}: truth", to_rgb(task, truth[task][:n])))
     return plot_image_rows(lines, path, n=min(n, len(images)), title=title)
+
+
+def denoising_section(out_dir: Path, key: str = "diffusionmtl") -> str:
+    """The results page's DiffusionMTL section: every denoised row's metrics before (P_init) and
+    after denoising (from tables/curves/<key>_denoising.csv), whether denoising helped each task
+    (the paper's Fig. 8 says it does on every task), and the before/after figures. "" if not run."""
+    import pandas as pd
+
+    from repro.report.paper import table_spec
+
+    csv = Path(out_dir) / "curves" / f"{key}_denoising.csv"
+    if not csv.exists():
+        return ""
+    frame = pd.read_csv(csv)
+    spec = table_spec(key)
+    columns = [c for c in spec.columns if c.name in frame.columns and c.name != "delta_m"]
+    lines = [f"## DiffusionMTL: before and after denoising ({key})", "",
+             "Each denoised row's test metrics from its preliminary predictions (P_init, before) and its "
+             "final ones (after); the paper's Fig. 8 reports that denoising improves every task.", "",
+             "| Model | " + " | ".join(f"{c.label} before → after" for c in columns) + " |",
+             "|:--|" + "--:|" * len(columns)]
+    for row, group in frame.groupby("row", sort=False):
+        stages = group.set_index("stage")
+        if "before" not in stages.index:
+            continue
+        cells = []
+        for c in columns:
+            b, a = float(stages.at["before", c.name]), float(stages.at["after", c.name])
+            better = a < b if c.lower_is_better else a > b
+            cells.append(f"{c.fmt(b)} → {c.fmt(a)} {'✓' if better else '✗'}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    figures = sorted((Path(out_dir) / "figures").glob(f"{key}_*_denoising.png"))
+    lines += ["", *[f"- [{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures]]
+    return "\n".join(lines) + "\n"
