@@ -221,3 +221,16 @@ def test_pascal_layout_check_names_the_first_missing_file(tmp_path):
     data = {"name": "pascal_context", "root": str(root), "mapping_dir": str(tmp_path)}
     with pytest.raises(UserError, match=r"JPEGImages/2008_000008.jpg not found"):
         check_data(data)
+
+
+def test_paper_profile_builds_the_released_132_9m_model():
+    """The spec's paper profile (ResNet-18, C = 512, S = 2, PASCAL's 5 tasks) is the released
+    Feature-Diffusion model: 132.9M parameters (design/diffusionmtl.md), built on the meta device."""
+    from repro.data.dense_folders import PASCAL_CHANNELS
+    from repro.tasks.dense import DiffusionMTLTask
+
+    t = compose("diffusionmtl", "paper").task
+    task = DiffusionMTLTask(PASCAL_CHANNELS, t.backbone, t.width, t.S, t.token_scale, None, t.loss_weights)
+    with torch.device("meta"):
+        model = task.build_model("feature")
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 132.9
