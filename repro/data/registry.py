@@ -309,10 +309,15 @@ def _dense_paths(data: Mapping[str, Any]) -> dict[str, Path]:
     return ensure_dense(Path(data["root"]), data["n_train"], data["n_test"], data["seed"], data["resolution"])
 
 
+def _check_dense_scenes(data: Mapping[str, Any]) -> None:
+    """The embedded scenes are made by their jobs; only the layout must be known."""
+    _dense_scene_tasks(data)
+
+
 def _register_dense() -> None:
     from repro.data import dense_folders
 
-    register(Dataset("dense_scenes", check=lambda data: (_dense_scene_tasks(data), None)[1],
+    register(Dataset("dense_scenes", check=_check_dense_scenes,
                      load_dense=_dense_scenes, dense_tasks=_dense_scene_tasks))
     register(Dataset("pascal_context", check=dense_folders.check_pascal, load_dense=dense_folders.load_pascal,
                      dense_tasks=lambda data: dict(dense_folders.PASCAL_CHANNELS)))
