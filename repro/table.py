@@ -196,7 +196,8 @@ def dense_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> dict[str
     curves = pd.concat(frames, ignore_index=True)
     out["curves"] = atomic_write_text(Path(out_dir) / "curves" / f"{cfg.table.key}_loss.csv",
                                       curves.to_csv(index=False, float_format="%.6g"))
-    plot_loss_curves(curves, out["curves"].with_suffix(""), title=f"{cfg.table.key}: training loss (partial-label task losses)")
+    plot_loss_curves(curves, out["curves"].with_suffix(""), title=f"{cfg.table.key}: training loss",
+                     ylabel="partial-label task loss (design 3)")
     return out
 
 
