@@ -193,9 +193,64 @@ def efficiency_plan(cfg: DictConfig) -> list[CurvePoint]:
     return points
 
 
+DENSE_SETTINGS = ("one_label", "random_labels")
+
+
+def dense_settings(cfg: DictConfig) -> tuple[str, ...]:
+    """The label settings a DiffusionMTL run covers (`setting=one_label|random_labels|both`)."""
+    if cfg.setting == "both":
+        return DENSE_SETTINGS
+    if cfg.setting not in DENSE_SETTINGS:
+        raise UserError(f"setting={cfg.setting!r}: choose one_label, random_labels or both")
+    return (cfg.setting,)
+
+
+def dense_plan(cfg: DictConfig, settings: tuple[str, ...] | None = None) -> list[RowPlan]:
+    """DiffusionMTL (Table 3 + Table 2's ablations), per row of the chosen label settings:
+    dense_train (the row's network on that setting's partial labels) -> dense_predict (test
+    predictions, before and after denoising) -> dense_evaluate (dense metrics; delta_m against
+    the Single-Task row of the same setting, `reference_model`, whose evaluate job it depends on)."""
+    settings = dense_settings(cfg) if settings is None else settings
+    rows = [r for r in cfg.rows if r.setting in settings]
+    eval_base = {"data": to_dict(cfg.data), "table": {"columns": column_names(cfg.table)},
+                 "eval": to_dict(cfg.eval)}
+
+    def chain(row: DictConfig) -> tuple[Job, Job]:
+        if row.model not in cfg.models:
+            raise UserError(f"row {row.name!r} refers to model {row.model!r}, which the spec's models section "
+                            f"does not define")
+        data = {**to_dict(cfg.data), "setting": row.setting}
+        view = {"seed": cfg.seed, "data": data, "task": to_dict(cfg.task), "model": to_dict(cfg.models[row.model]),
+                "train": to_dict(cfg.train)}
+        train = _job("dense_train", f"dense_train/{row.setting}/{row.model}", view)
+        predict = _job("dense_predict", f"dense_predict/{row.setting}/{row.model}",
+                       {"seed": cfg.seed, "data": to_dict(cfg.data), "eval": to_dict(cfg.eval)}, {"model": train})
+        return train, predict
+
+    references: dict[str, Job] = {}
+    for setting in settings:
+        ref = [r for r in cfg.rows if r.setting == setting and r.model == cfg.reference_model]
+        if len(ref) != 1:
+            raise UserError(f"setting {setting}: the spec needs exactly one row of model {cfg.reference_model!r} "
+                            f"(reference_model, delta_m's reference), found {len(ref)}")
+        references[setting] = _job("dense_evaluate", f"dense_evaluate/{ref[0].name}",
+                                   {**eval_base, "row": to_dict(ref[0])}, {"samples": chain(ref[0])[1]})
+    plans = []
+    for row in rows:
+        if row.model == cfg.reference_model:
+            plans.append(RowPlan(row.name, references[row.setting]))
+            continue
+        deps = {"samples": chain(row)[1], "reference": references[row.setting]}
+        plans.append(RowPlan(row.name, _job("dense_evaluate", f"dense_evaluate/{row.name}",
+                                            {**eval_base, "row": to_dict(row)}, deps)))
+    return plans
+
+
 def plan(cfg: DictConfig) -> list[RowPlan]:
     if cfg.table.evaluation == "generation":
         return generation_plan(cfg)
+    if cfg.table.evaluation == "dense":
+        return dense_plan(cfg)
     feats = features_job(cfg)
     rows, samples = [], {}
     for row in cfg.rows:

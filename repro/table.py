@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -66,6 +67,8 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     if cluster not in available_clusters():
         raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
     cfg = compose(table, profile, cluster, overrides)
+    if cfg.table.evaluation == "dense":   # DiffusionMTL: its own tasks, jobs and figure
+        return run_dense_table(cfg, store, out_dir)
     validate(cfg)
     rows = plan(cfg)
     points = efficiency_plan(cfg) if cfg.table.evaluation == "generation" else []
@@ -104,6 +107,98 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     if points:
         paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, out_dir)
     return paths
+
+
+def run_dense_table(cfg: DictConfig, store: Path, out_dir: Path) -> dict[str, Path]:
+    """DiffusionMTL: the chosen setting's rows run (repro.plan.dense_plan); the table shows every
+    row of either setting whose evaluation the store holds, so one_label and random_labels runs
+    add up to Table 3 instead of overwriting each other."""
+    from repro.data.registry import check_data
+    from repro.dispatch import check_cluster, dispatch
+    from repro.jobs.job import topological
+    from repro.jobs.store import JobStore
+    from repro.plan import DENSE_SETTINGS, dense_plan
+    from repro.report.paper import table_spec
+    from repro.report.provenance import make_provenance
+    from repro.report.render import render_table
+    from repro.tasks.dense import DENSE_TASKS, make_dense_task
+
+    check_cluster(cfg.cluster)
+    for setting in DENSE_SETTINGS:   # the data and mapping files of every setting a row may train on
+        check_data({**cfg.data, "setting": setting})
+    make_dense_task(cfg)
+    DENSE_TASKS[cfg.task.name].check_config(cfg)
+    for key in ("n_images", "batch_size"):
+        if cfg.eval[key] < 1:
+            raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
+    report = dispatch([r.job for r in dense_plan(cfg)], cfg.cluster, store)
+    print(report.line())
+    js = JobStore(store)
+    rows = [r for r in dense_plan(cfg, DENSE_SETTINGS) if js.dir(r.job).done]
+    results = {r.name: js.dir(r.job).result() for r in rows}
+    ours = pd.DataFrame({name: res["values"] for name, res in results.items()}).T.reindex(columns=column_names(cfg.table))
+
+    def compute_s(jobs: list) -> float:
+        return round(sum(js.dir(j).result()["provenance"]["wall_time_s"] for j in topological(jobs)), 1)
+
+    provenance = make_provenance(
+        profile=cfg.profile, dataset=f"{cfg.data.name} {cfg.data.resolution}x{cfg.data.resolution}",
+        n_samples=min(r["n_images"] for r in results.values()),
+        feature_extractor=next(iter(results.values()))["feature_extractor"],
+        wall_time_s=compute_s([r.job for r in rows]),
+        rows={r.name: {"config_key": r.job.key, "wall_time_s": compute_s([r.job]),
+                       "n_samples": results[r.name]["n_images"]} for r in rows})
+    t = cfg.task
+    notes = [f"{t.backbone} (ImageNet weights: {t.imagenet or 'none, random initialisation'}), C = {t.width}, "
+             f"S = {t.S}; train: {cfg.train.steps} steps, batch {cfg.train.batch_size}, Adam lr {cfg.train.lr}, "
+             f"poly over {cfg.train.epochs} epochs; boundary maxDist {cfg.eval.edge_max_dist} of the diagonal",
+             *cfg.table.get("notes", [])]
+    paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
+                         cited_rows=table_spec(cfg.table.key).cited_rows)
+    paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
+    paths.update(dense_figures(cfg, rows, js, out_dir))
+    return paths
+
+
+def dense_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> dict[str, Path]:
+    """tables/figures/<key>_<row>_denoising.{png,pdf} (before / after denoising / truth per task),
+    tables/curves/<key>_loss.csv and its plot, and <key>_initial.csv: every metric of every row
+    before and after denoising (the paper's Fig. 8)."""
+    from repro.data.registry import load_dense
+    from repro.io import atomic_write_text
+    from repro.jobs import samples as samples_format
+    from repro.report.dense_figures import plot_denoising
+    from repro.report.figures import plot_loss_curves
+
+    out: dict[str, Path] = {}
+    test = load_dense(cfg.data, "test")
+    frames, stages = [], []
+    for r in rows:
+        predict = r.job.deps.get("samples")
+        saved = samples_format.read(store.dir(predict))
+        truth = {k: np.stack([test[i][k].numpy() for i in range(len(saved))]) for k in test.tasks}
+        final = {t: saved[f"final_{t}"] for t in test.tasks}
+        initial = {t: saved[f"initial_{t}"] for t in test.tasks if f"initial_{t}" in saved}
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", r.name.replace("*", " star ")).strip("_")
+        if initial:
+            out["figures"] = plot_denoising(saved["images"], initial, final, truth,
+                                            Path(out_dir) / "figures" / f"{cfg.table.key}_{slug}_denoising",
+                                            title=f"{r.name}: before / after denoising / ground truth")[0].parent
+        res = store.dir(r.job).result()
+        stages += [{"row": r.name, "stage": "after", **res["all_metrics"]},
+                   *([{"row": r.name, "stage": "before", **res["initial_values"]}] if res["initial_values"] else [])]
+        curve = store.dir(predict.deps["model"]) / "loss_curve.json"
+        frame = pd.DataFrame(json.loads(curve.read_text()))
+        frame.insert(0, "run", r.name)
+        frames.append(frame)
+    out["stages"] = atomic_write_text(Path(out_dir) / "curves" / f"{cfg.table.key}_denoising.csv",
+                                      pd.DataFrame(stages).to_csv(index=False, float_format="%.6g"))
+    curves = pd.concat(frames, ignore_index=True)
+    out["curves"] = atomic_write_text(Path(out_dir) / "curves" / f"{cfg.table.key}_loss.csv",
+                                      curves.to_csv(index=False, float_format="%.6g"))
+    plot_loss_curves(curves, out["curves"].with_suffix(""), title=f"{cfg.table.key}: training loss",
+                     ylabel="partial-label task loss (design 3)")
+    return out
 
 
 def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:

@@ -48,6 +48,13 @@ WEIGHTS: dict[str, WeightFile] = {
         "kl-f8 autoencoder weights", "task.autoencoder", "model.ckpt",
         "LDM's first-stage kl-f8 model (CompVis/latent-diffusion, models/first_stage_models/kl-f8), "
         "or a diffusers AutoencoderKL state dict or folder", directory_ok=True),
+    "resnet18": WeightFile(
+        "ImageNet ResNet-18 weights", "task.imagenet", "resnet18-5c106cde.pth",
+        "torchvision's ImageNet ResNet-18 (DiffusionMTL's backbone), which torchvision downloads to "
+        "~/.cache/torch/hub/checkpoints/"),
+    "resnet50": WeightFile(
+        "ImageNet ResNet-50 weights", "task.imagenet", "resnet50-19c8e357.pth",
+        "torchvision's ImageNet ResNet-50, which torchvision downloads to ~/.cache/torch/hub/checkpoints/"),
     "clip": WeightFile(
         "CLIP image encoder", "weights.clip", "ViT-H-14-image-encoder.pt",
         "a TorchScript image encoder (OpenAI's ViT-L-14.pt, or torch.jit.trace of OpenCLIP ViT-H/14's encode_image)"),

@@ -30,7 +30,7 @@ def test_classes_palettes_and_pairs_by_name(data):
     emb = dataset(data)
     assert emb.semantic_classes == SEMANTIC_CLASSES and emb.palette is SEMANTIC_PALETTE
     assert dataset({"name": "cityscapes"}).semantic_classes == CITYSCAPES_CLASSES
-    assert set(DATASETS) == {"embedded", "imagenet", "cityscapes", "night2day"}
+    assert set(DATASETS) == {"embedded", "imagenet", "cityscapes", "night2day", "dense_scenes", "pascal_context", "nyud_v2"}
     pairs = load_pairs(data, "test", "photo", "labels")
     batch = pairs.images([0, 1])
     assert len(pairs) == 6 and pairs.palette is SEMANTIC_PALETTE

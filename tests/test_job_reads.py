@@ -86,7 +86,7 @@ def _run_recorded(job: Job, store: JobStore) -> set[str]:
     return reads
 
 
-@pytest.mark.parametrize("table", ["1", "3", "4", "night2day", "representation"])
+@pytest.mark.parametrize("table", ["1", "3", "4", "night2day", "representation", "diffusionmtl"])
 def test_every_body_reads_exactly_what_its_key_hashes(table, tmp_path, monkeypatch):
     """Bodies that declare what they read: read == hashed. The others still hash the plan's whole
     view of them (so they read nothing their key leaves out); they run for the jobs after them."""

@@ -71,6 +71,11 @@ class Dataset:
     load_pairs: Callable[[Mapping[str, Any], str, str, str], Pairs] | None = None
     semantic_classes: tuple[str, ...] | None = None
     palette: np.ndarray | None = field(default=None, compare=False)
+    # Dense multi-task data (DiffusionMTL): `load_dense(data, split)` gives a torch Dataset of
+    # {"image", <task>: target, "labelled": bool [T]} items; `dense_tasks(data)` the tasks and
+    # their output channels, in the mapping files' column order.
+    load_dense: Callable[[Mapping[str, Any], str], Any] | None = None
+    dense_tasks: Callable[[Mapping[str, Any]], dict[str, int]] | None = None
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -119,6 +124,25 @@ def check_pairs(data: Mapping[str, Any], source: str, target: str) -> Dataset:
 def load_pairs(data: Mapping[str, Any], split: str, source: str, target: str) -> Pairs:
     """The (source, target) pairs of `split` ("train" or "test") of the configured dataset."""
     return check_pairs(data, source, target).load_pairs(data, split, source, target)
+
+
+def _dense(data: Mapping[str, Any]) -> Dataset:
+    d = dataset(data)
+    if d.load_dense is None:
+        raise UserError(f"dataset {d.name!r} has no dense multi-task labels: choose one of "
+                        f"{', '.join(n for n, e in DATASETS.items() if e.load_dense)}")
+    return d
+
+
+def dense_tasks(data: Mapping[str, Any]) -> dict[str, int]:
+    """{task: output channels} of a dense multi-task dataset, in its mapping files' column order."""
+    return _dense(data).dense_tasks(data)
+
+
+def load_dense(data: Mapping[str, Any], split: str):
+    """A dense multi-task split ("train": flagged by the configured partial-label mapping,
+    `data.setting`; "test": every task labelled)."""
+    return _dense(data).load_dense(data, split)
 
 
 def check_data(data: Mapping[str, Any]) -> None:
@@ -242,6 +266,65 @@ def _night2day_pairs(data: Mapping[str, Any], split: str, source: str, target: s
     return _lazy_pairs(ds, data, split, None)
 
 
+# ------------------------------------------------------------ dense multi-task (DiffusionMTL)
+
+
+def _dense_scene_tasks(data: Mapping[str, Any]) -> dict[str, int]:
+    """The embedded scenes in PASCAL's 5-task or NYUD's 3-task layout (`data.format`)."""
+    from repro.data.dense_scenes import PART_CLASSES
+    from repro.data.embedded import NUM_SEMANTIC_CLASSES
+
+    channels = {"semseg": NUM_SEMANTIC_CLASSES, "human_parts": len(PART_CLASSES), "sal": 2, "normals": 3, "edge": 1,
+                "depth": 1}
+    if data["format"] not in ("pascal", "nyud"):
+        raise UserError(f"data.format {data['format']!r}: choose pascal (5 tasks) or nyud (3 tasks)")
+    from repro.data.partial_labels import NYUD_TASKS, PASCAL_TASKS
+
+    return {t: channels[t] for t in (PASCAL_TASKS if data["format"] == "pascal" else NYUD_TASKS)}
+
+
+def _dense_scenes(data: Mapping[str, Any], split: str):
+    from repro.data.dense_scenes import DenseScenesDataset
+    from repro.data.partial_labels import load_nyud_mapping, load_pascal_mapping
+
+    tasks = tuple(_dense_scene_tasks(data))
+    paths = _dense_paths(data)
+    if split != "train":
+        return DenseScenesDataset(paths[split], tasks)
+    mapping = paths[f"{data['format']}/{data['setting']}"]
+    ds = DenseScenesDataset(paths["train"], tasks)
+    if data["format"] == "pascal":   # keyed by image id, the authors' format
+        by_id = load_pascal_mapping(mapping, tasks)
+        flags = np.stack([by_id[i] for i in ds.split.ids])
+    else:                            # MTPSL's: row i = sample i
+        flags = load_nyud_mapping(mapping, len(ds), tasks)
+    return DenseScenesDataset(ds.split, tasks, flags)
+
+
+def _dense_paths(data: Mapping[str, Any]) -> dict[str, Path]:
+    """Both splits of the embedded scenes and the train split's mapping files, made and verified
+    on first use (`ensure_dense` keeps them together, so either split reads the whole block)."""
+    from repro.data.dense_scenes import ensure_dense
+
+    return ensure_dense(Path(data["root"]), data["n_train"], data["n_test"], data["seed"], data["resolution"])
+
+
+def _check_dense_scenes(data: Mapping[str, Any]) -> None:
+    """The embedded scenes are made by their jobs; only the layout must be known."""
+    _dense_scene_tasks(data)
+
+
+def _register_dense() -> None:
+    from repro.data import dense_folders
+
+    register(Dataset("dense_scenes", check=_check_dense_scenes,
+                     load_dense=_dense_scenes, dense_tasks=_dense_scene_tasks))
+    register(Dataset("pascal_context", check=dense_folders.check_pascal, load_dense=dense_folders.load_pascal,
+                     dense_tasks=lambda data: dict(dense_folders.PASCAL_CHANNELS)))
+    register(Dataset("nyud_v2", check=dense_folders.check_nyud, load_dense=dense_folders.load_nyud,
+                     dense_tasks=lambda data: dict(dense_folders.NYUD_CHANNELS)))
+
+
 def _register_all() -> None:
     from repro.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
@@ -254,6 +337,7 @@ def _register_all() -> None:
     register(Dataset("night2day", check=lambda data: _require_dir(
                          data, "root", "/path/to/night2day (holding train/ and test/ folders of A|B images)"),
                      pairs=frozenset({("night", "day")}), load_pairs=_night2day_pairs))
+    _register_dense()
 
 
 _register_all()

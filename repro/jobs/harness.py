@@ -126,9 +126,17 @@ def ema_update(ema: nn.Module, model: nn.Module, rate: float, step: int) -> None
 def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: World = World(), *,
         init: Callable[[nn.Module, nn.Module | None], None] | None = None,
         evaluate: Callable[[int], dict[str, float]] | None = None, eval_every: int = 0,
+        optimizer: Callable[[Any], torch.optim.Optimizer] | None = None,
+        schedule: Callable[[torch.optim.Optimizer], Any] | None = None, schedule_every: int = 0,
+        clip_grad_norm: float | None = None,
         ) -> tuple[nn.Module, nn.Module | None, TrainState]:
     """Train `model` (built after `torch.manual_seed(s.seed)`) for `s.steps` steps; resume from
     `out`'s checkpoint if there is one, else call `init(model, ema)` (start from other weights).
+
+    The optimizer is AdamW(lr, weight_decay) unless `optimizer(params)` builds another
+    (DiffusionMTL: Adam); `schedule(opt)` is a torch LR scheduler stepped after every
+    `schedule_every` steps (an epoch; its state is checkpointed with the optimizer's), and
+    `clip_grad_norm` clips the gradients' global L2 norm before each update.
 
     `evaluate(step)` is recorded before the first step, every `eval_every` steps and after the
     last. Returns (model, EMA model or None, final state); rank 0 writes the checkpoints and
@@ -136,10 +144,12 @@ def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: W
     """
     model.to(world.device)
     ema = copy.deepcopy(model).requires_grad_(False) if s.ema_rate is not None else None
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = (optimizer(model.parameters()) if optimizer is not None
+           else torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay))
+    sched = schedule(opt) if schedule is not None else None
     state = TrainState()
     if (out / CHECKPOINT).exists():
-        state = load_checkpoint(out, model, ema, opt)
+        state = load_checkpoint(out, model, ema, opt, sched)
         print(f"resuming from step {state.step}")
     elif init is not None:
         init(model, ema)
@@ -169,7 +179,11 @@ def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: W
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model.parameters(), world)
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         opt.step()
+        if sched is not None and schedule_every and (step + 1) % schedule_every == 0:
+            sched.step()
         if ema is not None:
             ema_update(ema, model, s.ema_rate, step)
         # One small all-reduce per step: the global-batch loss (mean of equal slices) and
@@ -190,7 +204,7 @@ def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: W
             atomic_save_torch(out / SNAPSHOT.format(step=done), {"ema": ema.state_dict(), "step": done})
         if done < s.steps and (stats[-1] > 0 or done % s.checkpoint_every == 0):
             if world.is_main:
-                save_checkpoint(out, model, ema, opt, state)
+                save_checkpoint(out, model, ema, opt, state, sched)
                 out.set_status("running", step=done)
             if stats[-1] > 0:   # preempted, timed out or requeued: stop here, resume from `done`
                 barrier(world)
@@ -201,22 +215,26 @@ def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: W
 
 
 def save_checkpoint(out: JobDir, model: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer,
-                    state: TrainState) -> None:
+                    state: TrainState, sched: Any = None) -> None:
     """The whole training state, written atomically (a kill mid-write leaves the previous
     checkpoint). Batches, masks, steps, noise and dropout of step s are functions of (seed, s),
     so `state.step` fixes the data order and the RNG streams from here on; the global RNG state
     is kept as well, for any draw outside that scheme."""
     atomic_save_torch(out / CHECKPOINT, {"model": model.state_dict(), "ema": ema.state_dict() if ema else None,
                                          "opt": opt.state_dict(), "step": state.step, "curve": state.curve,
-                                         "evals": state.evals, "rng": torch.get_rng_state()})
+                                         "evals": state.evals, "rng": torch.get_rng_state(),
+                                         **({"sched": sched.state_dict()} if sched is not None else {})})
 
 
-def load_checkpoint(out: JobDir, model: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer) -> TrainState:
+def load_checkpoint(out: JobDir, model: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer,
+                    sched: Any = None) -> TrainState:
     """Restore a `save_checkpoint` state in place; returns where the run stands."""
     saved = load_torch(out / CHECKPOINT, what="training checkpoint")
     model.load_state_dict(saved["model"])
     if ema is not None:
         ema.load_state_dict(saved["ema"])
     opt.load_state_dict(saved["opt"])
+    if sched is not None:
+        sched.load_state_dict(saved["sched"])
     torch.set_rng_state(saved["rng"])
     return TrainState(saved["step"], saved["curve"], saved.get("evals", []))

@@ -34,6 +34,9 @@ BODIES = {
     "generate": "repro.jobs.generate",       # Tables 2-3: samples from scratch / restorations
     "classifier": "repro.jobs.classifier",   # ADM noisy classifier: guidance, Figure 6
     "released": "repro.jobs.released",       # a released guided-diffusion checkpoint (paper ADM*)
+    "dense_train": "repro.jobs.dense_train",         # DiffusionMTL: networks on partially labelled images
+    "dense_predict": "repro.jobs.dense_predict",     # their test predictions, before and after denoising
+    "dense_evaluate": "repro.jobs.dense_evaluate",   # DiffusionMTL's dense metrics and delta_m
 }
 LOCK = "lock"   # in the job's folder while a process computes it
 

@@ -11,6 +11,10 @@ and a `kind` naming which arrays it holds (`KINDS`):
     translations  Table 4, night2day: `source`, `truth`, `generated` [, `ids_true`, `ids_pred`
                   (class ids of label-map targets, 255 = ignored)]
     joint         Appendix E.4: `images`, `representations` (n, D) float32
+    dense         DiffusionMTL: `images` (the test inputs) and per task `final_<task>` (after
+                  denoising) [, `initial_<task>` (P_init, before denoising; DiffusionMTL's
+                  networks only)]: class maps uint8 (n, H, W), saliency / edge probabilities
+                  and depth float32 (n, H, W), unit normals float32 (n, 3, H, W)
 
 Restorations are written one mask count at a time (`write(.., part=m)`): a requeued job
 keeps the counts already written. `read` is the only way evaluation and rendering see
@@ -28,11 +32,13 @@ from repro.errors import UserError
 from repro.io import atomic_save_npz
 
 FILE = "samples.npz"
+DENSE_TASKS = ("semseg", "human_parts", "sal", "normals", "edge", "depth")   # DiffusionMTL's outputs
 KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {   # kind -> (required, optional) arrays
     "restorations": (("original",), ()),
     "generations": (("images", "labels"), ("mask",)),
     "translations": (("source", "truth", "generated"), ("ids_true", "ids_pred")),
     "joint": (("images", "representations"), ()),
+    "dense": (("images",), tuple(f"{stage}_{t}" for stage in ("final", "initial") for t in DENSE_TASKS)),
 }
 PART_ARRAYS = ("masked", "restored", "mask")   # per mask count of `restorations`
 
@@ -126,6 +132,8 @@ def write_grids(job_dir, samples: Samples, part: str | None = None, titles: tupl
         names = titles or ("source", "generated", "ground truth")
         lines = [(t, samples[a][:8]) for t, a in zip(names, ("source", "generated", "truth"))]
         plot_image_rows(lines, job_dir / "grid.png", n=len(lines[0][1]), formats=("png",))
+    elif samples.kind == "dense":
+        return   # drawn per task, before and after denoising, by repro.report.dense_figures
     elif samples.kind == "joint":
         plot_sample_grid(samples["images"], job_dir / "grid", title=title, formats=("png",))
     else:

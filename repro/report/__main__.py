@@ -13,6 +13,7 @@ import click
 
 from repro.cli import out_option, run
 from repro.io import atomic_write_text
+from repro.report.dense_figures import denoising_section
 from repro.report.paper import table_spec, table_ids
 from repro.report.render import render_index
 
@@ -67,9 +68,9 @@ def write_report_tex(out_dir: Path, stems: list[str]) -> Path:
 def main(out_dir: Path) -> None:
     ids = [t for t in table_ids() if (out_dir / f"{table_spec(t).stem}.json").exists()]
     index = render_index(out_dir, ids, figures=FIGURES)
-    figures = figures_section(out_dir)
-    if figures:
-        atomic_write_text(index, index.read_text() + "\n" + figures)
+    extra = [s for s in (denoising_section(out_dir), figures_section(out_dir)) if s]
+    if extra:
+        atomic_write_text(index, index.read_text() + "\n" + "\n".join(extra))
     tex = write_report_tex(out_dir, [table_spec(t).stem for t in ids])
     print(f"wrote {index} and {tex} ({len(ids)} tables)")
 

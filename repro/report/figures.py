@@ -75,7 +75,8 @@ def plot_sample_grid(images: np.ndarray, path: Path, title: str, captions: Seque
     return plot_image_rows(lines, path, n=min(ncol, k), title=title, captions=caps, formats=formats)
 
 
-def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("png", "pdf"),
+                     ylabel: str = "loss (eq. 6)") -> list[Path]:
     """Training loss against step, one line per run (long-form frame: run, step, loss)."""
     import matplotlib
 
@@ -86,7 +87,7 @@ def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("
     for run, frame in curves.groupby("run", sort=False):
         ax.plot(frame["step"], frame["loss"], label=run, lw=1.2)
     ax.set_xlabel("training step")
-    ax.set_ylabel("loss (eq. 6)")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
