@@ -193,6 +193,28 @@ def efficiency_plan(cfg: DictConfig) -> list[CurvePoint]:
     return points
 
 
+DIAGNOSE_BUCKETS = 10   # the issue's [0, 100), [100, 200), ... at T = 1000
+
+
+def diagnose_plan(cfg: DictConfig, jobs: list[Job]) -> list[Job]:
+    """One `diagnose` job (repro.jobs.diagnose) per trained diffusion model behind `jobs` whose
+    task trains on labelled images: held-out eps MSE per timestep bucket. Separate jobs, so that
+    the train jobs' keys stay as they are. Settings: the spec's `diagnose` block if it has one,
+    else the table's evaluation images and batch size and 10 buckets."""
+    from repro.jobs.diagnose import diagnosable
+    from repro.jobs.job import topological
+    from repro.tasks import make_task
+
+    d = {"n_images": cfg.eval.n_images, "batch_size": cfg.eval.batch_size, "buckets": DIAGNOSE_BUCKETS,
+         **(to_dict(cfg.diagnose) if "diagnose" in cfg else {})}
+    out = []
+    for job in topological(jobs):
+        if job.kind == "train" and diagnosable(make_task(job.config)):
+            view = {**_pick(cfg, "data", "seed"), "diagnose": d}
+            out.append(_job("diagnose", f"diagnose/{job.name.removeprefix('train/')}", view, {"model": job}))
+    return out
+
+
 def plan(cfg: DictConfig) -> list[RowPlan]:
     if cfg.table.evaluation == "generation":
         return generation_plan(cfg)

@@ -33,6 +33,7 @@ BODIES = {
     "generate": "repro.jobs.generate",       # Tables 2-3: samples from scratch / restorations
     "classifier": "repro.jobs.classifier",   # ADM noisy classifier: guidance, Figure 6
     "released": "repro.jobs.released",       # a released guided-diffusion checkpoint (paper ADM*)
+    "diagnose": "repro.jobs.diagnose",       # held-out eps MSE per timestep bucket of a trained model
 }
 
 
