@@ -68,7 +68,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     cfg = compose(table, profile, cluster, overrides)
     validate(cfg)
     rows = plan(cfg)
-    points = efficiency_plan(cfg) if cfg.table.evaluation == "generation" else []
+    points = efficiency_plan(cfg)
     diagnostics = diagnose_plan(cfg, [r.job for r in rows])
     report = dispatch([r.job for r in rows] + [p.job for p in points] + diagnostics, cfg.cluster, store)
     print(report.line())
