@@ -178,18 +178,25 @@ def efficiency_plan(cfg: DictConfig) -> list[CurvePoint]:
     if "efficiency" not in cfg or not every:
         return []
     by_name = {row.name: row for row in cfg.rows}
-    feats, eval_cfg = features_job(cfg), _generation_eval_config(cfg)
+    feats = features_job(cfg)
+    eval_cfg = _generation_eval_config(cfg) if cfg.table.evaluation == "generation" else None
     points = []
     for name in cfg.efficiency.rows:
         if name not in by_name:
             raise UserError(f"efficiency.rows names {name!r}, which is not a row of the table; "
                             f"rows are {', '.join(by_name)}")
+        if "model" not in by_name[name]:
+            raise UserError(f"efficiency.rows: {name!r} has no model of its own to follow through training")
         m = to_dict(cfg.models[by_name[name].model])
         if m.get("released") or "init" in m or "train" in m:
             raise UserError(f"efficiency.rows: {name!r} is not trained from scratch with the table's budget "
                             f"(released, init or its own train block); list only from-scratch rows")
         for step in range(every, cfg.train.steps, every):
-            points.append(CurvePoint(name, step, _generation_row(cfg, by_name[name], eval_cfg, feats, snapshot=step)))
+            if cfg.table.evaluation == "generation":
+                job = _generation_row(cfg, by_name[name], eval_cfg, feats, snapshot=step)
+            else:   # Table 1: the row's restorations with that snapshot, scored like the row
+                job = _restoration_row(cfg, by_name[name], feats, snapshot=step)
+            points.append(CurvePoint(name, step, job))
     return points
 
 
@@ -246,6 +253,56 @@ def dense_plan(cfg: DictConfig, settings: tuple[str, ...] | None = None) -> list
     return plans
 
 
+DIAGNOSE_BUCKETS = 10   # the issue's [0, 100), [100, 200), ... at T = 1000
+
+
+def diagnose_plan(cfg: DictConfig, jobs: list[Job]) -> list[Job]:
+    """One `diagnose` job (repro.jobs.diagnose) per trained diffusion model behind `jobs` whose
+    task trains on labelled images: held-out eps MSE per timestep bucket. Separate jobs, so that
+    the train jobs' keys stay as they are. Settings: the spec's `diagnose` block if it has one,
+    else the table's evaluation images and batch size and 10 buckets."""
+    from repro.jobs.diagnose import diagnosable
+    from repro.jobs.job import topological
+    from repro.tasks import make_task
+
+    d = {"n_images": cfg.eval.n_images, "batch_size": cfg.eval.batch_size, "buckets": DIAGNOSE_BUCKETS,
+         **(to_dict(cfg.diagnose) if "diagnose" in cfg else {})}
+    out = []
+    for job in topological(jobs):
+        if job.kind == "train" and diagnosable(make_task(job.config)):
+            view = {**_pick(cfg, "data", "seed"), "diagnose": d}
+            out.append(_job("diagnose", f"diagnose/{job.name.removeprefix('train/')}", view, {"model": job}))
+    return out
+
+
+def _sample_job(cfg: DictConfig, row: DictConfig, feats: Job | None, snapshot: int | None = None) -> Job:
+    """A row's own samples (Table 1, Table 4, ...), of its model's EMA snapshot after `snapshot` steps if given."""
+    deps = {"model": train_job(cfg, row.model, feats)} if "model" in row else {}
+    sample_cfg = _pick(cfg, "data", "task", "sample", "seed")
+    sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
+                      eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")
+                            if k in cfg.eval})
+    if snapshot is not None:
+        sample_cfg["snapshot"] = snapshot
+    name = row.name if snapshot is None else f"{row.name}@{snapshot}"
+    return _job("sample", f"sample/{name}", sample_cfg, deps)
+
+
+def _restoration_eval(cfg: DictConfig, row: DictConfig, sample: Job, feats: Job | None,
+                      snapshot: int | None = None) -> Job:
+    eval_cfg = _pick(cfg, "features", "weights")
+    eval_cfg.update(row=to_dict(row), table={"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation},
+                    eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size") if k in cfg.eval})
+    eval_deps = {"samples": sample, **({"features": feats} if feats else {})}
+    name = row.name if snapshot is None else f"{row.name}@{snapshot}"
+    return _job("evaluate", f"evaluate/{name}", eval_cfg, eval_deps)
+
+
+def _restoration_row(cfg: DictConfig, row: DictConfig, feats: Job | None, snapshot: int) -> Job:
+    """sample -> evaluate for one row of Table 1 with its model's EMA snapshot after `snapshot` steps."""
+    return _restoration_eval(cfg, row, _sample_job(cfg, row, feats, snapshot), feats, snapshot)
+
+
 def plan(cfg: DictConfig) -> list[RowPlan]:
     if cfg.table.evaluation == "generation":
         return generation_plan(cfg)
@@ -259,16 +316,7 @@ def plan(cfg: DictConfig) -> list[RowPlan]:
                 raise UserError(f"row {row.name!r}: samples_of {row.samples_of!r} must name an earlier row")
             sample = samples[row.samples_of]
         else:
-            deps = {"model": train_job(cfg, row.model, feats)} if "model" in row else {}
-            sample_cfg = _pick(cfg, "data", "task", "sample", "seed")
-            sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
-                              eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")
-                                    if k in cfg.eval})
-            sample = _job("sample", f"sample/{row.name}", sample_cfg, deps)
+            sample = _sample_job(cfg, row, feats)
         samples[row.name] = sample
-        eval_cfg = _pick(cfg, "features", "weights")
-        eval_cfg.update(row=to_dict(row), table={"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation},
-                        eval={k: to_dict(cfg.eval[k]) for k in ("mask_counts", "batch_size") if k in cfg.eval})
-        eval_deps = {"samples": sample, **({"features": feats} if feats else {})}
-        rows.append(RowPlan(row.name, _job("evaluate", f"evaluate/{row.name}", eval_cfg, eval_deps)))
+        rows.append(RowPlan(row.name, _restoration_eval(cfg, row, sample, feats)))
     return rows

@@ -59,7 +59,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
-    from repro.plan import efficiency_plan, plan
+    from repro.plan import diagnose_plan, efficiency_plan, plan
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
     from repro.report.render import render_table
@@ -71,8 +71,9 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
         return run_dense_table(cfg, store, out_dir)
     validate(cfg)
     rows = plan(cfg)
-    points = efficiency_plan(cfg) if cfg.table.evaluation == "generation" else []
-    report = dispatch([r.job for r in rows] + [p.job for p in points], cfg.cluster, store)
+    points = efficiency_plan(cfg)
+    diagnostics = diagnose_plan(cfg, [r.job for r in rows])
+    report = dispatch([r.job for r in rows] + [p.job for p in points] + diagnostics, cfg.cluster, store)
     print(report.line())
     js = JobStore(store)
     results = {r.name: js.dir(r.job).result() for r in rows}
@@ -106,6 +107,8 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
         paths["curves"] = curves
     if points:
         paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, out_dir)
+    if diagnostics:
+        paths["loss_by_t"] = write_loss_by_t(cfg.table.key, diagnostics, js, out_dir)
     return paths
 
 
@@ -307,6 +310,26 @@ def write_loss_curves(key: str, jobs: list, store, out_dir: Path) -> Path | None
     path = Path(out_dir) / "curves" / f"{key}_loss.csv"
     atomic_write_text(path, curves.to_csv(index=False, float_format="%.6g"))
     plot_loss_curves(curves, path.with_suffix(""), title=f"{key}: training loss (eq. 6)")
+    return path
+
+
+def write_loss_by_t(key: str, jobs: list, store, out_dir: Path) -> Path:
+    """tables/curves/<key>_loss_by_t.csv (long form: run, k_lo, k_hi, n, quantity, value; the
+    quantities: eps, eps_inside / eps_outside for masked-image models, one per modality head)
+    and a PNG/PDF of it (repro.jobs.diagnose)."""
+    from repro.io import atomic_write_text
+    from repro.report.figures import plot_loss_by_t
+
+    records = []
+    for job in jobs:
+        for b in store.dir(job).result()["loss_by_t"]:
+            bounds = {k: b[k] for k in ("k_lo", "k_hi", "n")}
+            records += [{"run": job.name.removeprefix("diagnose/"), **bounds, "quantity": q, "value": v}
+                        for q, v in b.items() if q not in bounds]
+    frame = pd.DataFrame(records)
+    path = Path(out_dir) / "curves" / f"{key}_loss_by_t.csv"
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+    plot_loss_by_t(frame, path.with_suffix(""), title=f"{key}: held-out loss per timestep bucket (EMA weights)")
     return path
 
 

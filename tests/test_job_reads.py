@@ -123,3 +123,27 @@ def test_adm_training_key_ignores_settings_it_does_not_read():
     for ov in ("diffusion.weights=constant", "diffusion.lam=0.5"):
         assert _key("1", "mt_x", ov) != mt, ov
     assert _key("1", "mt_x", "diffusion.prior=shifted") == mt   # the prior is a sampling setting
+
+
+def test_diagnose_jobs_read_exactly_what_their_key_hashes(tmp_path, monkeypatch):
+    """The diagnose jobs (repro.plan.diagnose_plan) of Table 1: one per trained model, the train
+    keys untouched, and the body's reads equal to its declaration."""
+    from repro.plan import diagnose_plan
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose("1", "tiny", overrides=["train.steps=2"])
+    rows = [r.job for r in plan(cfg)]
+    diag = diagnose_plan(cfg, rows)
+    assert sorted(j.name for j in diag) == ["diagnose/adm", "diagnose/mt_x"]
+    assert {j.deps["model"].key for j in diag} == {j.key for j in topological(rows) if j.kind == "train"}
+    store = JobStore(tmp_path / "jobs")
+    for job in topological(diag):
+        reads = _run_recorded(job, store)
+        declared = declared_reads(job.kind, job.config)
+        if job.kind != "diagnose":
+            continue
+        declared = set(declared)
+        assert {p for p in reads if not (covered(p, declared) or on_the_way(p, declared))} == set()
+        assert {p for p in leaves(job.config) if not covered(p, reads)} == set()
+        result = store.dir(job).result()
+        assert len(result["loss_by_t"]) == 10

@@ -39,6 +39,42 @@ def test_writes_every_output_with_provenance_and_claims(table1):
     assert all(c["status"] in ("held", "not held", "not evaluable") for c in doc["claims"])
 
 
+def test_loss_by_t_curves_of_both_models(table1):
+    """tables/curves/table1_loss_by_t: 10 buckets per model; inside/outside the mask for both;
+    the MT-Diffusion-X head's loss per bucket."""
+    import pandas as pd
+
+    root, _ = table1
+    frame = pd.read_csv(root / "tables" / "curves" / "table1_loss_by_t.csv")
+    assert set(frame["run"]) == {"adm", "mt_x"}
+    for run, quantities in (("adm", {"eps", "eps_inside", "eps_outside"}),
+                            ("mt_x", {"eps", "eps_inside", "eps_outside", "masked"})):
+        part = frame[frame["run"] == run]
+        assert set(part["quantity"]) == quantities
+        assert (part.groupby("quantity").size() == 10).all()
+        assert part["value"].notna().all() and (part["value"] > 0).all()
+    for ext in ("png", "pdf"):
+        assert (root / "tables" / "curves" / f"table1_loss_by_t.{ext}").stat().st_size > 0
+
+
+def test_lpips_learning_curves_of_the_trained_rows(table1):
+    """tables/curves/table1_efficiency: SDEdit- and MT-Diffusion at every EMA snapshot (tiny keeps
+    one, after 3 of 6 steps), each curve ending at the table's own number."""
+    import pandas as pd
+
+    root, _ = table1
+    frame = pd.read_csv(root / "tables" / "curves" / "table1_efficiency.csv")
+    assert sorted(map(tuple, frame[["row", "training_step"]].values.tolist())) == [
+        ("MT-Diffusion", 3), ("MT-Diffusion", 6), ("SDEdit-", 3), ("SDEdit-", 6)]
+    doc = json.loads((root / "tables" / "table1.json").read_text())
+    for r in doc["rows"]:
+        if r["row"] in ("SDEdit-", "MT-Diffusion"):
+            last = frame[(frame["row"] == r["row"]) & (frame["training_step"] == 6)].iloc[0]
+            assert last["Mask-5"] == pytest.approx(r["cells"]["Mask-5"]["ours"], rel=1e-4)
+    early = frame[frame["training_step"] == 3]
+    assert early[["Mask-5", "Mask-20"]].notna().all().all()
+
+
 def test_clean_masked_lpips_grows_with_mask_count(table1):
     """More masked patches -> further from the original: true by construction of the masks."""
     root, _ = table1

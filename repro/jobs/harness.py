@@ -74,6 +74,8 @@ class TrainSettings:
     seed: int = 0                       # the job's seed: initialisation and every step's draws
     stream: int = 0                     # added to every step's seed: separates networks of one seed
     sleep_s: float = 0.0                # tests only: slow a tiny run down enough to interrupt it
+    autocast: bool = False              # forward passes in bfloat16 (torch.autocast); weights, optimizer
+                                        # and EMA stay float32. Off: the numbers of record
     desc: str = "train"                 # progress-bar label
 
     @classmethod
@@ -175,7 +177,9 @@ def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: W
         # and noise as a single process, whatever the number of ranks.
         g = step_generator(s, step)
         torch.manual_seed(step_seed(s, step) + world.rank * DROPOUT_RANK_STRIDE)   # dropout
-        loss, parts = step_fn(g, take)
+        with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=s.autocast):
+            loss, parts = step_fn(g, take)
+        loss, parts = loss.float(), {k: v.float() for k, v in parts.items()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model.parameters(), world)

@@ -37,6 +37,7 @@ BODIES = {
     "dense_train": "repro.jobs.dense_train",         # DiffusionMTL: networks on partially labelled images
     "dense_predict": "repro.jobs.dense_predict",     # their test predictions, before and after denoising
     "dense_evaluate": "repro.jobs.dense_evaluate",   # DiffusionMTL's dense metrics and delta_m
+    "diagnose": "repro.jobs.diagnose",       # held-out eps MSE per timestep bucket of a trained model
 }
 LOCK = "lock"   # in the job's folder while a process computes it
 

@@ -26,7 +26,8 @@ def sampling_process(train_cfg: dict, n_modalities: int, steps: int | str) -> MT
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     model = process = None
     if "model" in deps:
-        task, model, _, train_cfg = load_trained(deps["model"])
+        # `snapshot`: the EMA weights after that many training steps (Table 1's learning curves)
+        task, model, _, train_cfg = load_trained(deps["model"], step=cfg.get("snapshot"))
         process = sampling_process(train_cfg, task.n_modalities(train_cfg["model"]["variant"]), cfg["sample"]["steps"])
         print(f"sampling with {process.num_steps} respaced steps of T={train_cfg['diffusion']['T']}")
     else:

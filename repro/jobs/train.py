@@ -46,7 +46,7 @@ def diffusion_step(model: nn.Module, task, process: MTProcess, data, lam: float,
 TRAIN_READS = ("seed", "unet", "task", "model.variant", "model.single_task", "model.label_dropout",
                "diffusion.schedule", "diffusion.T", "train.steps", "train.batch_size", "train.lr",
                "train.ema_rate", "train.checkpoint_every", "train.log_every", "train.snapshot_every",
-               "train.sleep_s")
+               "train.sleep_s", "train.autocast")
 # Eq. 3's aggregation weights and eq. 6's lambda only act through the modalities: a model
 # without any (the ADM baseline) never reads them.
 MULTI_TASK_READS = ("diffusion.weights", "diffusion.weight_value", "diffusion.lam")

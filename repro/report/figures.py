@@ -95,6 +95,35 @@ def plot_loss_curves(curves, path: Path, title: str, formats: Sequence[str] = ("
     return save_figure(fig, path, formats)
 
 
+def plot_loss_by_t(frame, path: Path, title: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Held-out loss against the timestep bucket (long form: run, k_lo, k_hi, quantity, value).
+    Left: the eps MSE of every run (solid), inside (dashed) and outside (dotted) the mask where
+    measured; right, if any: the modality heads' eq. 6 terms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {"eps": "-", "eps_inside": "--", "eps_outside": ":"}
+    heads = frame[~frame["quantity"].isin(list(style))]
+    fig, axes = plt.subplots(1, 2 if len(heads) else 1, figsize=(9 if len(heads) else 5, 3.2), squeeze=False)
+    colors = {run: f"C{i}" for i, run in enumerate(dict.fromkeys(frame["run"]))}
+    for (run, q), part in frame.groupby(["run", "quantity"], sort=False):
+        ax = axes[0][0] if q in style else axes[0][1]
+        mid = (part["k_lo"] + part["k_hi"]) / 2
+        label = f"{run}: {q.replace('eps_', 'eps ')}" if q != "eps" else run
+        ax.plot(mid, part["value"], style.get(q, "-."), color=colors[run], marker="o", ms=3, lw=1.2, label=label)
+    for ax, ylabel in zip(axes[0], ("held-out eps MSE", "head loss (eq. 6 term)")):
+        ax.set_xlabel("diagnostic step k (bucket centre)")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, formats)
+
+
 LOWER_IS_BETTER = {"FID", "sFID", "LPIPS"}
 LOG_SCALE = {"FID", "sFID"}
 
