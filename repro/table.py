@@ -90,8 +90,11 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
              f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
+    intervals, cells, interval_note = uncertainty_of(rows, js, results)
     paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
-                         cited_rows=table_spec(cfg.table.key).cited_rows)
+                         cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
+                         interval_note=interval_note,
+                         reference_rows=[r.name for r in cfg.rows if r.get("method") == "degrade" or r.get("reference")])
     paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
     if cfg.table.evaluation == "lpips_restoration":
         paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
@@ -104,6 +107,19 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     if points:
         paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, out_dir)
     return paths
+
+
+def uncertainty_of(rows: list, store, results: dict) -> tuple[dict, dict | None, str]:
+    """Each row's cell intervals, its cells for the claim tests (repro.report.cells) and the
+    caption's sentence on how the intervals were computed; no cells where a row's evaluation
+    predates them (its claims are then compared on point values)."""
+    from repro.jobs.evaluate import interval_note, read_cells
+
+    intervals = {name: res.get("intervals") or {} for name, res in results.items()}
+    if any("intervals" not in res for res in results.values()):
+        return intervals, None, ""
+    cells = {(r.name, col): cell for r in rows for col, cell in read_cells(store.dir(r.job)).items()}
+    return intervals, cells, interval_note(results)
 
 
 def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
