@@ -58,7 +58,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
-    from repro.plan import efficiency_plan, plan
+    from repro.plan import efficiency_plan, plan, reference_rows
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
     from repro.report.render import render_table
@@ -94,7 +94,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
                          cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
                          interval_note=interval_note,
-                         reference_rows=[r.name for r in cfg.rows if r.get("method") == "degrade" or r.get("reference")])
+                         reference_rows=[r["name"] for r in reference_rows(cfg)])
     paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
     if cfg.table.evaluation == "lpips_restoration":
         paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
@@ -129,6 +129,8 @@ def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
 
     samples = {}
     for r in rows:
+        if "samples" not in r.job.deps:   # calibration rows have no samples of their own
+            continue
         saved = samples_format.read(store.dir(r.job.deps["samples"]))
         samples[r.name] = {int(m): saved.restorations(m) for m in saved.parts()}
     return plot_restorations(samples, Path(out_dir) / "figures" / f"{key}_restorations")[0]

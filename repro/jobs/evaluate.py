@@ -38,10 +38,51 @@ def lpips_model(cfg: dict, deps: dict[str, JobDir]):
     raise UserError(f"unknown features.kind {kind!r}: choose embedded or pretrained")
 
 
+REFERENCE_METHODS = ("real", "degrade")   # calibration rows (spec `reference_rows`), scored without a model
+
+
+def is_reference(row: dict) -> bool:
+    """A calibration row: real test images (`method: real`) or degraded ones (`method: degrade`)."""
+    return row.get("method") in REFERENCE_METHODS
+
+
+def reference_images(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals, scored images) of a reference row: the first `eval.n_images` test images, and
+    the same images degraded by `row.kind` at `row.strength` (repro.data.degradations; one fixed
+    generator seed for every row, so that strengths are nested) or unchanged (`method: real`)."""
+    from repro.data.degradations import degrade
+    from repro.data.registry import load_images
+
+    images = load_images(cfg["data"], "test")
+    x = images.images(np.arange(min(int(cfg["eval"]["n_images"]), len(images))))
+    row = cfg["row"]
+    if row["method"] == "real":
+        return x, x
+    return x, degrade(x, row["kind"], float(row["strength"]), torch.Generator().manual_seed(0))
+
+
+def lpips_reference(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+    """Table 1's calibration rows: LPIPS(degraded test image, original), the whole image degraded
+    (no mask), so the same per-image scores fill every mask-count column."""
+    from repro.metrics import lpips_distance
+
+    model, extractor = lpips_model(cfg, deps)
+    original, degraded = reference_images(cfg)
+    with torch.no_grad():
+        d = lpips_distance(model, degraded, original, batch_size=cfg["eval"]["batch_size"])
+    items = d.detach().cpu().numpy().astype(np.float64)
+    columns = cfg["table"]["columns"]
+    print(f"{cfg['row']['name']}: LPIPS {float(d.mean()):.4f} (n={len(d)}, every column)")
+    return {"values": {c: float(d.mean()) for c in columns}, "n_images": int(len(d)), "feature_extractor": extractor,
+            "cells": {c: CellData(float(d.mean()), items=items) for c in columns}}
+
+
 def lpips_restoration(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     """Table 1: mean LPIPS(restored, original) per mask count (and its standard error)."""
     from repro.metrics import lpips_distance
 
+    if is_reference(cfg["row"]):
+        return lpips_reference(cfg, deps)
     model, extractor = lpips_model(cfg, deps)
     saved = samples_format.read(deps["samples"])
     values, sems, cells, n = {}, {}, {}, 0
@@ -161,12 +202,16 @@ def generation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     cached by content hash under the store's `_cache/fidelity/`, so re-evaluating reads only
     the saved samples and the cache.
     """
+    from repro.data.pixels import to_uint8
     from repro.metrics.fidelity import generation_metrics_with_replicates
 
-    samples = samples_format.read(deps["samples"])["images"]
+    if is_reference(cfg["row"]):
+        samples = to_uint8(reference_images(cfg)[1])
+    else:
+        samples = samples_format.read(deps["samples"])["images"]
     extractor, name = generation_extractor(cfg, deps)
     reference, ref_name = generation_reference(cfg)
-    cache = deps["samples"].path.parent / "_cache" / "fidelity"
+    cache = deps["features" if is_reference(cfg["row"]) else "samples"].path.parent / "_cache" / "fidelity"
     n = len(samples)
     m, reps = generation_metrics_with_replicates(samples, reference, extractor, cache,
                                                  batch_size=cfg["eval"]["batch_size"],
@@ -193,20 +238,23 @@ def reads(view: dict) -> list[str]:
     only: what a row asks of sampling is in its samples job's key, which this job's key includes."""
     name, ev = view["table"]["evaluation"], view.get("eval", {})
     pretrained = view.get("features", {}).get("kind") == "pretrained"
-    common = ["table.evaluation", "table.columns", "row.name"]
+    common = ["table.evaluation", "table.columns", "row.name", "row.method"]
     extractor = ["features.kind", *(["weights.inception"] if pretrained else [])]
+    # calibration rows read test images and how to degrade them instead of a samples job
+    reference = (["row.kind", "row.strength", "eval.n_images", *data_reads(view["data"], "test")]
+                 if is_reference(view["row"]) else [])
     if name == "lpips_restoration":
         return [*common, "features.kind", *(["weights.lpips_alexnet"] if pretrained else []),
-                "eval.mask_counts", "eval.batch_size"]
+                *(reference or ["eval.mask_counts"]), "eval.batch_size"]
     if name == "translation_fidelity":
         return [*common, *extractor, "eval.batch_size"]
     if name == "representation_agreement":   # the CLIP file only where no feature network is trained
         return [*common, "row.pairing", "eval.batch_size", *(["weights.clip", "task.clip"] if pretrained else [])]
     if name == "generation":
-        reference = (["eval.reference", *data_reads(view["data"], ev["reference"]["split"])]
-                     if not ev.get("reference_batch") else [])
+        real = (["eval.reference", *data_reads(view["data"], ev["reference"]["split"])]
+                if not ev.get("reference_batch") else [])
         return [*common, *extractor, "eval.batch_size", "eval.isc_splits", "eval.prc_k", "eval.reference_batch",
-                *reference]
+                *real, *reference]
     return common   # segmentation: the saved label maps only
 
 

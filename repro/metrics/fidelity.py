@@ -34,6 +34,9 @@ from repro.io import atomic_save_npz
 CACHE_VERSION = 1
 # Beyond this many points torch-fidelity's blockwise P/R avoids an N x N distance matrix in RAM.
 _PRC_FULL_MATRIX_MAX = 10_000
+# Bootstrap replicates of Precision / Recall: one k-NN pass each, affordable up to this many samples
+# (the embedded profiles); at the paper's 50K their intervals are left out (said in the caption).
+PRC_REPLICATES_MAX = 10_000
 
 
 class UInt8Images(Dataset):
@@ -72,6 +75,34 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     as64 = lambda a: np.asarray(a, dtype=np.float64)
     s1, s2 = {"mu": as64(mu1), "sigma": as64(sigma1)}, {"mu": as64(mu2), "sigma": as64(sigma2)}
     return float(fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID])
+
+
+class FrechetToReference:
+    """Frechet distance of many feature sets to one fixed reference N(mu_r, S_r), fast.
+
+    The same quantity as `frechet_distance` (torch-fidelity's, which the point estimates use),
+    organised for bootstrap replicates: with A = S_r^{1/2} computed once,
+    tr (S_g S_r)^{1/2} = tr (A S_g A)^{1/2}, a symmetric PSD matrix whose eigenvalues come
+    from `eigvalsh`; when there are fewer samples than dimensions, S_g = X^T X / (N - 1) (X the
+    centred features) and the nonzero eigenvalues of A S_g A are those of the N x N matrix
+    X A A X^T / (N - 1). torch-fidelity's general `eigvals` of S_g S_r costs ~0.1 s per call at
+    256-d; this is what makes hundreds of replicates per row affordable.
+    """
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray):
+        w, v = np.linalg.eigh(np.asarray(sigma, dtype=np.float64))
+        self.mu, self.trace_r = np.asarray(mu, dtype=np.float64), float(np.trace(sigma))
+        self.sqrt_r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+    def __call__(self, features: np.ndarray) -> float:
+        x = np.asarray(features, dtype=np.float64)
+        mu = x.mean(axis=0)
+        xc = (x - mu) / np.sqrt(len(x) - 1)
+        y = xc @ self.sqrt_r                      # [N, D]
+        inner = y @ y.T if len(x) < x.shape[1] else y.T @ y
+        eig = np.clip(np.linalg.eigvalsh(inner), 0, None)
+        trace_g = float(np.sum(xc * xc))
+        return float(np.sum((mu - self.mu) ** 2) + trace_g + self.trace_r - 2 * np.sum(np.sqrt(eig)))
 
 
 def inception_score(logits: torch.Tensor, splits: int = 10, rng_seed: int = 2020) -> float:
@@ -262,7 +293,8 @@ def generation_metrics_with_replicates(
     Each replicate resamples the generated samples' features with replacement (one feature
     pass, no re-extraction) and recomputes all five metrics against the *fixed* reference
     statistics (`repro.report.uncertainty.fid_interval` does the same for FID alone): the
-    replicates measure the variability due to the finite generated set. Resampling repeats
+    replicates measure the variability due to the finite generated set (FID / sFID replicates
+    through `FrechetToReference`; P/R only up to PRC_REPLICATES_MAX samples). Resampling repeats
     samples, which lowers their diversity: FID / sFID lean high, and a repeated sample is
     its own nearest neighbour, which shrinks the sample manifold (Recall leans low). The
     replicates serve percentile intervals and unpaired row-vs-row tests (repro.report.cells).
@@ -273,13 +305,21 @@ def generation_metrics_with_replicates(
     layers = _layers(extractor)
     ref = reference_statistics(reference, extractor, cache_dir, batch_size)
     feats = extract_features(samples, extractor, batch_size)
-    kw = dict(isc_splits=isc_splits, prc_neighborhood=prc_neighborhood, source=extractor.get_name())
-    point = metrics_from_features(feats, ref, layers, **kw)
+    point = metrics_from_features(feats, ref, layers, isc_splits=isc_splits, prc_neighborhood=prc_neighborhood,
+                                  source=extractor.get_name())
     names = list(point)
+    fid, sfid = FrechetToReference(ref.mu, ref.sigma), FrechetToReference(ref.mu_s, ref.sigma_s)
+    pooled, spatial = feats[layers["fid"]].double().numpy(), feats[layers["sfid"]].double().numpy()
+    # P/R replicates need a k-NN pass over all samples each; beyond this many samples they are skipped
+    with_prc = ref.pooled is not None and len(samples) <= PRC_REPLICATES_MAX
 
     def statistic(idx: np.ndarray) -> np.ndarray:
-        sel = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        m = metrics_from_features({k: v[sel] for k, v in feats.items()}, ref, layers, **kw)
+        idx = np.asarray(idx, dtype=np.int64)
+        sel = torch.as_tensor(idx)
+        precision, recall = (precision_recall(feats[layers["prc"]][sel], torch.from_numpy(ref.pooled), prc_neighborhood)
+                             if with_prc else (float("nan"), float("nan")))
+        m = {"IS": inception_score(feats[layers["isc"]][sel], isc_splits), "FID": fid(pooled[idx]),
+             "sFID": sfid(spatial[idx]), "Precision": precision, "Recall": recall}
         return np.array([m[k] for k in names])
 
     res = stats.bootstrap((np.arange(len(samples)),), statistic, n_resamples=n_resamples, method="percentile",
