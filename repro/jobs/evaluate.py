@@ -305,6 +305,10 @@ def interval_note(results: dict[str, dict[str, Any]]) -> str:
             said.append(f"percentile bootstrap over the generated samples, each metric recomputed on "
                         f"{GENERATION_RESAMPLES} resamples against the fixed reference statistics (FID/sFID lean high, "
                         f"Recall low: resampling repeats samples)")
+    from repro.metrics.fidelity import PRC_REPLICATES_MAX
+
+    if any(m.startswith("percentile bootstrap over generated") for m in methods) and n[-1] > PRC_REPLICATES_MAX:
+        said.append(f"no Precision/Recall intervals beyond {PRC_REPLICATES_MAX} samples (a k-NN pass per resample)")
     if not said:
         return ""
     return (f"Intervals: 95%, {'; '.join(said)}; {'/'.join(map(str, n))} images per row. Claims: tests of the "
