@@ -308,7 +308,7 @@ def interval_note(results: dict[str, dict[str, Any]]) -> str:
     from repro.metrics.fidelity import PRC_REPLICATES_MAX
 
     if any(m.startswith("percentile bootstrap over generated") for m in methods) and n[-1] > PRC_REPLICATES_MAX:
-        said.append(f"no Precision/Recall intervals beyond {PRC_REPLICATES_MAX} samples (a k-NN pass per resample)")
+        said.append(f"no Precision/Recall intervals beyond {PRC_REPLICATES_MAX} samples (their resampling keeps N x N distances)")
     if not said:
         return ""
     return (f"Intervals: 95%, {'; '.join(said)}; {'/'.join(map(str, n))} images per row. Claims: tests of the "
