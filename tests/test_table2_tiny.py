@@ -38,9 +38,14 @@ def test_every_row_and_metric_with_provenance_and_claims(table2):
     root, _ = table2
     doc = json.loads((root / "tables" / "table2.json").read_text())
     rows = {r["row"]: r for r in doc["rows"]}
-    assert set(rows) == set(ROWS)
+    assert {r for r in rows if not rows[r]["reference"]} == set(ROWS)
+    # calibration rows: real vs real and four degradations at three strengths, never best
+    reference = [r for r in rows if rows[r]["reference"]]
+    assert len(reference) == 13 and "ref: real (test vs train)" in reference
+    assert not any(c["best"] for r in reference for c in rows[r]["cells"].values())
     for name in ROWS:
         cells = rows[name]["cells"]
+        assert cells["FID"]["low"] < cells["FID"]["high"]       # every cell with its interval
         assert cells["IS"]["ours"] >= 1.0 - 1e-6 and cells["FID"]["ours"] >= 0 and cells["sFID"]["ours"] >= 0
         assert all(0 <= cells[c]["ours"] <= 1 for c in ("Precision", "Recall"))
         assert all(cells[c]["paper"] is not None for c in COLUMNS)

@@ -39,7 +39,7 @@ def samples(root, job) -> dict:
 def test_every_row_with_claims(table3):
     root, _, jobs = table3
     doc = json.loads((root / "tables" / "table3.json").read_text())
-    assert {r["row"] for r in doc["rows"]} == set(jobs) and len(jobs) == 10
+    assert {r["row"] for r in doc["rows"]} == set(jobs) and len([j for j in jobs if not j.startswith("ref: ")]) == 10
     for r in doc["rows"]:
         assert all(r["cells"][c]["ours"] is not None for c in ("IS", "FID", "sFID", "Precision", "Recall"))
     assert doc["provenance"]["n_samples"] == 8
