@@ -68,7 +68,7 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
     from repro.config import compose
     from repro.io import atomic_write_json, atomic_write_text
     from repro.jobs.store import JobStore
-    from repro.report.claims import curve_claims
+    from repro.report.accuracy_curves import curve_claim_verdicts, with_intervals
     from repro.report.provenance import git_commit
     from repro.table import validate
 
@@ -82,10 +82,11 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
     results = {label: JobStore(store).dir(job).result() for label, job in jobs.items()}
     frame = curves_frame(results)
     labels = list(jobs)
-    claims = curve_claims(frame, labels[0], labels[1])
     n_eval = min(r["n_eval"] for r in results.values())
+    claims = curve_claim_verdicts(frame, labels[0], labels[1], n_eval)
+    frame = with_intervals(frame, n_eval)
     caption = (f"profile {cfg.profile}; {cfg.data.name} {cfg.data.resolution}x{cfg.data.resolution}; "
-               f"accuracy on {n_eval} noised test images; commit {git_commit()}")
+               f"accuracy on {n_eval} noised test images (95% Wilson intervals in the csv); commit {git_commit()}")
     out_dir = Path(out_dir)
     key = cfg.figure6.key
     paths = {"csv": atomic_write_text(out_dir / f"{key}.csv", frame.to_csv(index=False))}

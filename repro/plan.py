@@ -159,7 +159,34 @@ def _generation_row(cfg: DictConfig, row: DictConfig, eval_cfg: dict[str, Any], 
 def generation_plan(cfg: DictConfig) -> list[RowPlan]:
     """Tables 2-3: per row, model [+ classifier] -> generate -> evaluate (IS/FID/sFID/P/R)."""
     feats, eval_cfg = features_job(cfg), _generation_eval_config(cfg)
-    return [RowPlan(row.name, _generation_row(cfg, row, eval_cfg, feats)) for row in cfg.rows]
+    rows = [RowPlan(row.name, _generation_row(cfg, row, eval_cfg, feats)) for row in cfg.rows]
+    return rows + reference_plan(cfg, eval_cfg, feats)
+
+
+def reference_rows(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The spec's calibration rows (`reference_rows`: real test images, graded degradations of
+    them), at the embedded profiles only: there they give the small feature network's numbers
+    a scale; the paper profile's Inception / AlexNet numbers have a literature of their own."""
+    if cfg.features.kind != "embedded" or not cfg.get("reference_rows"):
+        return []
+    rows = [to_dict(r) for r in cfg.reference_rows]
+    names = {r.name for r in cfg.rows}
+    for r in rows:
+        if r.get("method") not in ("real", "degrade") or r["name"] in names:
+            raise UserError(f"reference row {r.get('name')!r}: method must be real or degrade and its name "
+                            f"distinct from the table's rows")
+    return rows
+
+
+def reference_plan(cfg: DictConfig, eval_cfg: dict[str, Any], feats: Job | None) -> list[RowPlan]:
+    """One evaluate job per calibration row: the table's evaluation on (degraded) test images."""
+    out = []
+    for r in reference_rows(cfg):
+        view = {**eval_cfg, "data": to_dict(cfg.data), "row": r,
+                "eval": {**eval_cfg.get("eval", {}), "n_images": cfg.eval.n_images}}
+        out.append(RowPlan(r["name"], _job("evaluate", f"evaluate/{r['name']}", view,
+                                           {"features": feats} if feats else {})))
+    return out
 
 
 @dataclass(frozen=True)
@@ -319,4 +346,9 @@ def plan(cfg: DictConfig) -> list[RowPlan]:
             sample = _sample_job(cfg, row, feats)
         samples[row.name] = sample
         rows.append(RowPlan(row.name, _restoration_eval(cfg, row, sample, feats)))
+    if cfg.table.evaluation == "lpips_restoration":
+        eval_cfg = _pick(cfg, "features", "weights")
+        eval_cfg.update(table={"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation},
+                        eval={"batch_size": cfg.eval.batch_size})
+        rows += reference_plan(cfg, eval_cfg, feats)
     return rows

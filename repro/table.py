@@ -59,7 +59,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
-    from repro.plan import diagnose_plan, efficiency_plan, plan
+    from repro.plan import diagnose_plan, efficiency_plan, plan, reference_rows
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
     from repro.report.render import render_table
@@ -94,8 +94,11 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
              f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
+    intervals, cells, interval_note = uncertainty_of(rows, js, results)
     paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
-                         cited_rows=table_spec(cfg.table.key).cited_rows)
+                         cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
+                         interval_note=interval_note,
+                         reference_rows=[r["name"] for r in reference_rows(cfg)])
     paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
     if cfg.table.evaluation == "lpips_restoration":
         paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
@@ -204,6 +207,19 @@ def dense_figures(cfg: DictConfig, rows: list, store, out_dir: Path) -> dict[str
     return out
 
 
+def uncertainty_of(rows: list, store, results: dict) -> tuple[dict, dict | None, str]:
+    """Each row's cell intervals, its cells for the claim tests (repro.report.cells) and the
+    caption's sentence on how the intervals were computed; no cells where a row's evaluation
+    predates them (its claims are then compared on point values)."""
+    from repro.jobs.evaluate import interval_note, read_cells
+
+    intervals = {name: res.get("intervals") or {} for name, res in results.items()}
+    if any("intervals" not in res for res in results.values()):
+        return intervals, None, ""
+    cells = {(r.name, col): cell for r in rows for col, cell in read_cells(store.dir(r.job)).items()}
+    return intervals, cells, interval_note(results)
+
+
 def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
     """tables/figures/<key>_restorations.{png,pdf} from the rows' saved samples."""
     from repro.jobs import samples as samples_format
@@ -211,6 +227,8 @@ def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
 
     samples = {}
     for r in rows:
+        if "samples" not in r.job.deps:   # calibration rows have no samples of their own
+            continue
         saved = samples_format.read(store.dir(r.job.deps["samples"]))
         samples[r.name] = {int(m): saved.restorations(m) for m in saved.parts()}
     return plot_restorations(samples, Path(out_dir) / "figures" / f"{key}_restorations")[0]

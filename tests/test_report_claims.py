@@ -231,7 +231,7 @@ def test_malformed_checks_are_user_errors(check):
 
 def test_count_statuses():
     ours = paper_table("table1").drop(index="SDEdit-")
-    assert count_statuses(evaluate_claims("table1", ours)) == {HELD: 1, NOT_HELD: 0, NOT_EVALUABLE: 3}
+    assert count_statuses(evaluate_claims("table1", ours)) == {HELD: 1, NOT_HELD: 0, "inconclusive": 0, NOT_EVALUABLE: 3}
 
 
 @pytest.mark.parametrize("ours, base, above, narrows", [

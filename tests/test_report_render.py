@@ -118,7 +118,7 @@ def test_best_cells_ties_at_printed_precision_and_direction():
 
 def test_csv_is_tidy(rendered):
     frame = pd.read_csv(rendered[1]["csv"])
-    assert list(frame.columns) == ["row", "column", "ours", "paper", "direction"]
+    assert list(frame.columns) == ["row", "column", "ours", "low", "high", "paper", "direction", "reference"]
     assert len(frame) == 4 * 4
     assert set(frame["direction"]) == {"lower_better"}
     indexed = frame.set_index(["row", "column"])
@@ -154,10 +154,10 @@ def test_index_page(rendered):
     page = render_index(out, [1, 4]).read_text()
     assert page == (out / "README.md").read_text()
     summary = next(line for line in page.splitlines() if line.startswith("| [Table 1]"))
-    assert [c.strip() for c in summary.split("|")[3:6]] == ["0", "0", "4"]  # held, not held, not evaluable
+    assert [c.strip() for c in summary.split("|")[3:7]] == ["0", "0", "0", "4"]  # held, not held, inconclusive, not evaluable
     assert "[tex](table1.tex)" in summary
     assert "not rendered yet" in page and "## Table 1: LPIPS score" in page
-    assert "Total: 0 held, 0 not held, 4 not evaluable." in page
+    assert "Total: 0 held, 0 not held, 0 inconclusive, 4 not evaluable." in page
 
 
 @pytest.mark.parametrize(
@@ -209,6 +209,6 @@ def test_index_lists_figures_with_claims(rendered):
     assert "(#figure-6-classification-accuracy)" in row
     assert [c.strip() for c in row.split("|")[3:6]] == ["1", "1", "0"]
     assert "![Figure 6](figure6.png)" in page
-    assert "Total: 1 held, 1 not held, 4 not evaluable." in page
+    assert "Total: 1 held, 1 not held, 0 inconclusive, 4 not evaluable." in page
     absent = render_index(out, [1], figures=[("Figure 7", "figure7", "not rendered")]).read_text()
     assert "Figure 7" not in absent

@@ -27,7 +27,7 @@ def test_cosine_rows_claim_and_grid(representation):
     rows = {r["row"]: r["cells"]["cosine"]["ours"] for r in doc["rows"]}
     assert set(rows) == {"MT-Diffusion (joint pairs)", "Random pairs"}
     assert all(-1.0 <= v <= 1.0 for v in rows.values())
-    assert doc["claims"][0]["status"] in ("held", "not held")
+    assert doc["claims"][0]["status"] in ("held", "not held", "inconclusive")
     grids = list((representation / "tables" / "figures").glob("representation_*_samples.png"))
     assert grids and grids[0].stat().st_size > 0
 

@@ -39,11 +39,11 @@ def samples(root, job) -> dict:
 def test_every_row_with_claims(table3):
     root, _, jobs = table3
     doc = json.loads((root / "tables" / "table3.json").read_text())
-    assert {r["row"] for r in doc["rows"]} == set(jobs) and len(jobs) == 10
+    assert {r["row"] for r in doc["rows"]} == set(jobs) and len([j for j in jobs if not j.startswith("ref: ")]) == 10
     for r in doc["rows"]:
         assert all(r["cells"][c]["ours"] is not None for c in ("IS", "FID", "sFID", "Precision", "Recall"))
     assert doc["provenance"]["n_samples"] == 8
-    assert [c["status"] in ("held", "not held") for c in doc["claims"]] == [True, True]
+    assert [c["status"] in ("held", "not held", "inconclusive") for c in doc["claims"]] == [True, True]
 
 
 def test_restoration_keeps_the_unmasked_pixels(table3):
@@ -72,8 +72,8 @@ def test_guided_rows_share_noise_and_targets_but_differ(table3):
 @pytest.mark.parametrize("profile", ["tiny", "smoke"])
 def test_models_are_shared_with_table2(profile):
     """ADM* is Table 2's class-conditional ADM and MT-Diffusion its MT-Diffusion-X where the sizes agree."""
-    t2 = {r.name: r.job.deps["samples"].deps["model"] for r in plan(compose("2", profile))}
-    t3 = {r.name: r.job.deps["samples"].deps["model"] for r in plan(compose("3", profile))}
+    t2 = {r.name: r.job.deps["samples"].deps["model"] for r in plan(compose("2", profile)) if "samples" in r.job.deps}
+    t3 = {r.name: r.job.deps["samples"].deps["model"] for r in plan(compose("3", profile)) if "samples" in r.job.deps}
     assert t3["ADM* (released checkpoint)"] == t2["ADM (class cond)"]
     assert t3["MT-Diffusion"] == t2["MT-Diffusion-X"]
     assert t3["ADM (continued training)"].deps["init"] == t2["ADM (class cond)"]

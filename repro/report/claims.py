@@ -29,6 +29,7 @@ from repro.errors import UserError
 from repro.report.paper import TableSpec, table_spec
 
 HELD, NOT_HELD, NOT_EVALUABLE = "held", "not held", "not evaluable"
+INCONCLUSIVE = "inconclusive"   # a test's interval contains no difference (repro.report.cells)
 
 COMPARE_OPS: dict[str, tuple[Callable[[float, float], bool], str]] = {
     "lt": (operator.lt, "<"),
@@ -192,8 +193,8 @@ def curve_claims(frame: pd.DataFrame, ours: str, baseline: str, metrics: Sequenc
 
 
 def count_statuses(results: Sequence[dict]) -> dict[str, int]:
-    """{held: n, not held: n, not evaluable: n} of a list returned by evaluate_claims."""
-    counts = {HELD: 0, NOT_HELD: 0, NOT_EVALUABLE: 0}
+    """{held: n, not held: n, inconclusive: n, not evaluable: n} of a list of claim results."""
+    counts = {HELD: 0, NOT_HELD: 0, INCONCLUSIVE: 0, NOT_EVALUABLE: 0}
     for r in results:
         counts[r["status"]] += 1
     return counts

@@ -5,7 +5,15 @@ each metric column our number and the paper's (md: "ours (paper)" in one cell; t
 sub-columns). The best of OUR numbers per column is bold (ties on the printed precision:
 all of them), read from the metric's direction (arrows in the headers). Rows the paper
 calls not comparable are never bold. Below the table: the paper's claims, each held / not
-held / not evaluable on our numbers (repro.report.claims).
+held / not evaluable on our numbers (repro.report.claims); given the cells' per-image data
+or bootstrap replicates (repro.report.cells), each claim is a test instead: held / not
+held / inconclusive, with the difference, its interval and p-value.
+
+Intervals: our number with its 95% interval, md "0.412 ± 0.021" (the half-width, or
+"0.412 [0.40, 0.43]" when the interval is not symmetric about it: bootstrap intervals of
+FID lean high), tex the same with the interval in small type, csv/json separate `low` /
+`high` fields. Reference rows (calibration: real vs real, degraded real images) are
+shown in italics below the rows, never bold, and no claim reads them.
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ import pandas as pd
 
 from repro.errors import UserError
 from repro.io import atomic_write_text
-from repro.report.claims import HELD, NOT_EVALUABLE, NOT_HELD, count_statuses, evaluate_claims
+from repro.report.cells import CellData, claim_verdict
+from repro.report.claims import HELD, INCONCLUSIVE, NOT_EVALUABLE, NOT_HELD, count_statuses, evaluate_claims
 from repro.report.escape import md_escape, tex_escape
 from repro.report.paper import Column, TableSpec, paper_table, table_spec
 from repro.report.provenance import row_provenance, table_provenance
@@ -41,6 +50,8 @@ ARROW = {"md": {"lower_better": "↓", "higher_better": "↑"},
 CITED_MARK = {"md": "†", "tex": r"\textsuperscript{\dag}"}
 CITED_TEXT = "cited, not reproduced here"
 MISSING = {"md": "-", "tex": "--"}
+# A symmetric interval prints as "value ± half-width"; beyond this asymmetry, as "value [lo, hi]".
+SYMMETRY_TOLERANCE = 0.2
 
 
 def _heading(spec: TableSpec) -> str:
@@ -67,11 +78,12 @@ def _row_order(spec: TableSpec, ours: pd.DataFrame) -> list[str]:
     return spec.row_names + [r for r in ours.index if r not in spec.rows]
 
 
-def best_cells(spec: TableSpec, ours: pd.DataFrame) -> set[tuple[str, str]]:
+def best_cells(spec: TableSpec, ours: pd.DataFrame, reference: Sequence[str] = ()) -> set[tuple[str, str]]:
     """(row, column) of the best of our numbers per column; ties compared at the printed
-    precision, since a reader sees two equal printed numbers as a tie."""
+    precision, since a reader sees two equal printed numbers as a tie. Reference rows
+    (calibration) are never best."""
     best: set[tuple[str, str]] = set()
-    rows = [r for r in ours.index if r not in spec.not_comparable]
+    rows = [r for r in ours.index if r not in spec.not_comparable and r not in reference]
     for col in spec.columns:
         shown = ours.loc[rows, col.name].dropna().map(lambda v: float(col.fmt(v)))
         if len(shown) < 2:  # one number is not "best" of anything
@@ -97,12 +109,16 @@ def _summarize(provenance: dict, rows: Sequence[str], key: str) -> str:
 
 
 def _caption(spec: TableSpec, ours: pd.DataFrame, provenance: dict, notes: Sequence[str],
-             fmt: str, cited: Sequence[str]) -> tuple[str, str]:
+             fmt: str, cited: Sequence[str], interval_note: str = "", reference: Sequence[str] = ()
+             ) -> tuple[str, str]:
     """(title, body) of the caption in `fmt` ("md" or "tex"): escaped text plus markup."""
     esc = md_escape if fmt == "md" else tex_escape
     title = esc(spec.title)
     facts = "; ".join(f"{name} {_summarize(provenance, list(ours.index), key)}" for key, name in CAPTION_FIELDS)
     cell = "ours (paper)" if fmt == "md" else "ours and the paper's numbers side by side"
+    if interval_note:
+        cell = ("ours ± half-width of its 95% interval, or ours [low, high] (paper)" if fmt == "md"
+                else "ours with its 95% interval in small type, and the paper's numbers side by side")
     down, up = ARROW[fmt]["lower_better"], ARROW[fmt]["higher_better"]
     bold = "**Bold**" if fmt == "md" else r"\textbf{Bold}"
     parts = [
@@ -114,24 +130,47 @@ def _caption(spec: TableSpec, ours: pd.DataFrame, provenance: dict, notes: Seque
         parts.append(esc("Rows the paper marks not comparable are never bold."))
     if cited:
         parts.append(f"{CITED_MARK[fmt]} {esc(CITED_TEXT)}.")
+    if interval_note:
+        parts.append(esc(interval_note))
+    if reference:
+        parts.append(esc(f"Reference rows ({', '.join(reference)}) calibrate the metric: real images, or real "
+                         f"test images degraded by a known amount, scored through the same evaluation; never "
+                         f"bold, not read by any claim."))
     parts += [esc(s) for s in (*spec.legend, *spec.notes, *notes)]
     return title, " ".join(parts)
 
 
-def _cell_text(value: float, column: Column, bold: bool, style: str) -> str:
+def _cell_text(value: float, column: Column, bold: bool, style: str, interval: Sequence[float] | None = None) -> str:
     if np.isnan(value):
         return MISSING[style]
     text = column.fmt(value)
-    if not bold:
-        return text
-    return f"**{text}**" if style == "md" else rf"\textbf{{{text}}}"
+    if bold:
+        text = f"**{text}**" if style == "md" else rf"\textbf{{{text}}}"
+    return text + _interval_text(value, column, interval, style)
 
 
-def _row_label(spec: TableSpec, row: str, style: str, cited: Sequence[str]) -> str:
+def _interval_text(value: float, column: Column, interval: Sequence[float] | None, style: str) -> str:
+    """" ± h" (symmetric) or " [lo, hi]" at the column's precision; tex in small type."""
+    if interval is None or not all(np.isfinite(interval)):
+        return ""
+    lo, hi = float(interval[0]), float(interval[1])
+    fmt = column.format
+    below, above = value - lo, hi - value
+    half = (hi - lo) / 2
+    if min(below, above) >= 0 and abs(below - above) <= SYMMETRY_TOLERANCE * max(half, 1e-12):
+        body = (f"± {format(half, fmt)}" if style == "md" else rf"$\pm$ {format(half, fmt)}")
+    else:
+        body = f"[{format(lo, fmt)}, {format(hi, fmt)}]"
+    return f" {body}" if style == "md" else rf" {{\scriptsize {body}}}"
+
+
+def _row_label(spec: TableSpec, row: str, style: str, cited: Sequence[str], reference: Sequence[str] = ()) -> str:
     if style == "tex":
         label = spec.tex.get(row, tex_escape(row))
+        label = rf"\textit{{{label}}}" if row in reference else label
     else:
         label = md_escape(row)
+        label = f"*{label}*" if row in reference else label
     return label + (CITED_MARK[style] if row in cited else "")
 
 
@@ -163,6 +202,12 @@ class _View:
     notes: list[str]
     cited: list[str]
     claims: list[dict]
+    intervals: dict[str, dict[str, list[float] | None]]
+    interval_note: str
+    reference: list[str]
+
+    def interval(self, row: str, col: str) -> list[float] | None:
+        return (self.intervals.get(row) or {}).get(col)
 
     @functools.cached_property
     def ours_all(self) -> pd.DataFrame:  # NaN for rows only the paper has
@@ -177,8 +222,8 @@ def _markdown(v: _View) -> str:
     spec = v.spec
     header = [f"{c.label} {ARROW['md'][c.direction]}" for c in spec.columns]
     body = [
-        [_row_label(spec, row, "md", v.cited)] + [
-            f"{_cell_text(v.ours_all.at[row, c.name], c, (row, c.name) in v.best, 'md')}"
+        [_row_label(spec, row, "md", v.cited, v.reference)] + [
+            f"{_cell_text(v.ours_all.at[row, c.name], c, (row, c.name) in v.best, 'md', v.interval(row, c.name))}"
             f" ({_cell_text(v.paper_all.at[row, c.name], c, False, 'md')})"
             for c in spec.columns
         ]
@@ -186,7 +231,7 @@ def _markdown(v: _View) -> str:
     ]
     table = pd.DataFrame(body, columns=["Model", *header]).to_markdown(
         index=False, disable_numparse=True, colalign=("left",) + ("right",) * len(spec.columns))
-    title, caption = _caption(spec, v.ours, v.provenance, v.notes, "md", v.cited)
+    title, caption = _caption(spec, v.ours, v.provenance, v.notes, "md", v.cited, v.interval_note, v.reference)
     return (f"## {_heading(spec)}: {title}\n\n{caption}\n\n{table}\n\n"
             f"### Claims ({_heading(spec)})\n\n{_claims_md(v.claims)}\n")
 
@@ -199,12 +244,12 @@ def _latex(v: _View) -> str:
         columns += [(head, "Ours"), (head, "Paper")]
     body = []
     for row in v.order:
-        cells = [_row_label(spec, row, "tex", v.cited)]
+        cells = [_row_label(spec, row, "tex", v.cited, v.reference)]
         for c in spec.columns:
-            cells += [_cell_text(v.ours_all.at[row, c.name], c, (row, c.name) in v.best, "tex"),
+            cells += [_cell_text(v.ours_all.at[row, c.name], c, (row, c.name) in v.best, "tex", v.interval(row, c.name)),
                       _cell_text(v.paper_all.at[row, c.name], c, False, "tex")]
         body.append(cells)
-    title, caption = _caption(spec, v.ours, v.provenance, v.notes, "tex", v.cited)
+    title, caption = _caption(spec, v.ours, v.provenance, v.notes, "tex", v.cited, v.interval_note, v.reference)
     tex = pd.DataFrame(body, columns=pd.MultiIndex.from_tuples(columns)).to_latex(
         index=False, escape=False, multicolumn=True, multicolumn_format="c",
         column_format="l" + "rr" * len(spec.columns), position="t",
@@ -231,11 +276,14 @@ def _long(v: _View) -> pd.DataFrame:
     """Tidy form: one line per (row, column), raw numbers (not rounded)."""
     records = [
         {"row": row, "column": c.name, "ours": v.ours_all.at[row, c.name],
-         "paper": v.paper_all.at[row, c.name], "direction": c.direction}
+         "low": (v.interval(row, c.name) or [np.nan, np.nan])[0],
+         "high": (v.interval(row, c.name) or [np.nan, np.nan])[1],
+         "paper": v.paper_all.at[row, c.name], "direction": c.direction, "reference": row in v.reference}
         for row in v.order
         for c in v.spec.columns
     ]
-    return pd.DataFrame.from_records(records, columns=["row", "column", "ours", "paper", "direction"])
+    return pd.DataFrame.from_records(records, columns=["row", "column", "ours", "low", "high", "paper", "direction",
+                                                       "reference"])
 
 
 def _number(value: float) -> float | None:
@@ -250,8 +298,11 @@ def _json(v: _View) -> dict:
             "in_paper": row in spec.rows,
             "cited": row in v.cited,
             "not_comparable": row in spec.not_comparable,
+            "reference": row in v.reference,
             "cells": {
                 c.name: {"ours": _number(v.ours_all.at[row, c.name]),
+                         "low": _number((v.interval(row, c.name) or [np.nan, np.nan])[0]),
+                         "high": _number((v.interval(row, c.name) or [np.nan, np.nan])[1]),
                          "paper": _number(v.paper_all.at[row, c.name]),
                          "best": (row, c.name) in v.best}
                 for c in spec.columns
@@ -270,6 +321,7 @@ def _json(v: _View) -> dict:
         "rows": rows,
         "provenance": table_provenance(v.provenance),
         "caption_notes": list(v.notes),
+        "intervals": v.interval_note,
         "claims": v.claims,
     }
 
@@ -281,6 +333,10 @@ def render_table(
     out_dir: Path,
     caption_notes: Sequence[str] = (),
     cited_rows: Sequence[str] = (),
+    intervals: dict[str, dict[str, list[float] | None]] | None = None,
+    cells: dict[tuple[str, str], CellData] | None = None,
+    interval_note: str = "",
+    reference_rows: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write `{stem}.md`, `.tex`, `.csv`, `.json` of one table into `out_dir` (atomically).
 
@@ -290,6 +346,11 @@ def render_table(
         `rows: {row: {field: value}}` overrides (see make_provenance).
     cited_rows: paper-only rows that are other papers' numbers, marked "cited, not
         reproduced here".
+    intervals: {row: {column: [low, high] or None}}, our cells' 95% intervals.
+    cells: {(row, column): CellData}; given, each claim is a test with a three-valued verdict
+        (repro.report.cells.claim_verdict) instead of a comparison of point values.
+    interval_note: how the intervals were computed (method, resamples, images), for the caption.
+    reference_rows: calibration rows of ours: never bold, excluded from the claims.
     Returns {"md": path, "tex": path, "csv": path, "json": path}.
     """
     spec = table_spec(table_id)
@@ -298,15 +359,25 @@ def render_table(
     unknown = [r for r in cited_rows if r not in spec.rows]
     if unknown:
         raise UserError(f"{spec.id}: cited rows {unknown} are not rows of the paper's table")
+    reference = [r for r in reference_rows if r in ours.index]
+    claim_rows = ours.drop(index=reference)
+    if cells is not None:
+        cells = {k: c for k, c in cells.items() if k[0] not in reference}
+        claims = [claim_verdict(spec, c, cells) for c in spec.claims]
+    else:
+        claims = evaluate_claims(spec.id, claim_rows)
     view = _View(
         spec=spec,
         ours=ours,
-        order=_row_order(spec, ours),
-        best=best_cells(spec, ours),
+        order=_row_order(spec, claim_rows) + reference,   # reference rows last
+        best=best_cells(spec, ours, reference),
         provenance=provenance,
         notes=list(caption_notes),
         cited=[r for r in cited_rows if r not in ours.index],  # a row we reproduced is not "cited"
-        claims=evaluate_claims(spec.id, ours),
+        claims=claims,
+        intervals=dict(intervals or {}),
+        interval_note=interval_note,
+        reference=reference,
     )
     # Everything is formatted before the first write: a failure leaves no partial set.
     texts: dict[str, str] = {
@@ -333,7 +404,7 @@ def render_index(out_dir: Path, tables: Sequence[int | str], figures: Sequence[t
         spec = table_spec(table_id)
         doc_path, md_path = out_dir / f"{spec.stem}.json", out_dir / f"{spec.stem}.md"
         if not doc_path.exists() or not md_path.exists():
-            summary.append({"table": _heading(spec), "title": spec.title, HELD: "", NOT_HELD: "",
+            summary.append({"table": _heading(spec), "title": spec.title, HELD: "", NOT_HELD: "", INCONCLUSIVE: "",
                             NOT_EVALUABLE: "", "files": f"not rendered yet (python -m repro.table {spec.id.removeprefix('table')})"})
             continue
         counts = count_statuses(json.loads(doc_path.read_text("utf-8"))["claims"])
@@ -350,19 +421,47 @@ def render_index(out_dir: Path, tables: Sequence[int | str], figures: Sequence[t
         links = " ".join(f"[{ext}]({stem}.{ext})" for ext in ("md", "png", "pdf", "csv", "json"))
         summary.append({"table": f"[{label}](#{anchor})", "title": title, **counts, "files": links})
         sections.append(f"{md}\n\n![{label}]({stem}.png)")
-    frame = pd.DataFrame(summary, columns=["table", "title", HELD, NOT_HELD, NOT_EVALUABLE, "files"])
-    totals = {k: int(pd.to_numeric(frame[k], errors="coerce").fillna(0).sum()) for k in (HELD, NOT_HELD, NOT_EVALUABLE)}
+    frame = pd.DataFrame(summary, columns=["table", "title", HELD, NOT_HELD, INCONCLUSIVE, NOT_EVALUABLE, "files"])
+    totals = {k: int(pd.to_numeric(frame[k], errors="coerce").fillna(0).sum())
+              for k in (HELD, NOT_HELD, INCONCLUSIVE, NOT_EVALUABLE)}
     text = "\n\n".join([
         "# Results: MT-Diffusion reproduction",
         "Each table puts our numbers beside the paper's (Chen et al., ICLR 2024) and marks every "
-        "claim the paper makes about it as held, not held or not evaluable on our numbers. "
+        "claim the paper makes about it as held, not held, inconclusive or not evaluable on our numbers: "
+        "a claim is a test of the difference between our cells (paired over images where the rows score the "
+        "same images, else an unpaired bootstrap); held or not held when the difference's 95% interval lies on "
+        "one side of zero, inconclusive when it contains zero. "
         "Regenerate with `make tables`.",
         "## Claims summary",
         frame.to_markdown(index=False, disable_numparse=True),
-        f"Total: {totals[HELD]} held, {totals[NOT_HELD]} not held, {totals[NOT_EVALUABLE]} not evaluable.",
+        f"Total: {totals[HELD]} held, {totals[NOT_HELD]} not held, {totals[INCONCLUSIVE]} inconclusive, "
+        f"{totals[NOT_EVALUABLE]} not evaluable.",
+        "## Verdicts with their confidence",
+        _verdict_list(out_dir, tables, figures),
         *sections,
     ]) + "\n"
     return atomic_write_text(out_dir / "README.md", text)
+
+
+def _verdict_list(out_dir: Path, tables: Sequence[int | str], figures: Sequence[tuple[str, str, str]]) -> str:
+    """Every claim's verdict with the tightest statement of its confidence: per comparison the
+    difference, its 95% interval and p-value (from the rendered JSON)."""
+    lines = []
+    stems = [(_heading(table_spec(t)), table_spec(t).stem) for t in tables] + [(label, stem) for label, stem, _ in figures]
+    for label, stem in stems:
+        doc_path = out_dir / f"{stem}.json"
+        if not doc_path.exists():
+            continue
+        for c in json.loads(doc_path.read_text("utf-8"))["claims"]:
+            tests = [x for x in c.get("comparisons", []) if "p_value" in x]
+            conf = ""
+            if tests:
+                worst = max(tests, key=lambda x: x["p_value"])
+                conf = (f" ({len(tests)} comparison{'s' if len(tests) > 1 else ''}; largest p = "
+                        f"{worst['p_value']:.3g}: {worst['a'][0]}/{worst['a'][1]} vs {worst['b'][0]}/{worst['b'][1]}, "
+                        f"diff {worst['difference']:+.4g} [{worst['low']:+.4g}, {worst['high']:+.4g}])")
+            lines.append(f"- {label}: **{c['status']}**: {md_escape(c['text'])}{md_escape(conf)}")
+    return "\n".join(lines) or "(no claims rendered yet)"
 
 
 def _anchor(spec: TableSpec) -> str:

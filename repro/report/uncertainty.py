@@ -31,12 +31,11 @@ from scipy import stats
 
 from repro.errors import UserError
 from repro.metrics.fidelity import frechet_distance, gaussian_statistics
-from repro.report.claims import HELD, NOT_EVALUABLE, NOT_HELD
+from repro.report.claims import HELD, INCONCLUSIVE, NOT_EVALUABLE, NOT_HELD
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999          # scipy's default number of bootstrap resamples
 MAX_FID_RESAMPLES = 500     # each FID resample is a D x D matrix square root
-INCONCLUSIVE = "inconclusive"
 VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_EVALUABLE)
 # A claim about the difference a - b of two cells: the direction it says that difference has.
 CLAIM_SIGNS = {"lt": -1, "le": -1, "gt": 1, "ge": 1}
