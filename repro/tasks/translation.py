@@ -157,7 +157,7 @@ class TranslationTask(Task):
             pairs = test.images(np.arange(lo, min(lo + smp["batch_size"], n)))
             generated = pairs["target"] if method == "ground_truth" else self.codec.decode(
                 self._translate(method, self.codec.encode(pairs["source"]), model, process, g,
-                                cfg["diffusion"]["prior"], clip))
+                                cfg["diffusion"].get("prior", "paper"), clip))   # keyed where the model has modalities
             saved["source"].append(to_uint8(pairs["source"]))
             saved["truth"].append(to_uint8(pairs["target"]))
             saved["generated"].append(to_uint8(generated))
