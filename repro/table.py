@@ -46,12 +46,35 @@ def validate(cfg: DictConfig) -> None:
     for key in ("n_images", "batch_size"):
         if key in cfg.eval and cfg.eval[key] < 1:
             raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
+    check_readings(cfg)
     check_data(cfg.data)
     check_task(cfg)
     if cfg.features.kind == "pretrained" and cfg.table.evaluation == "lpips_restoration":
         from repro.weights import check_weights
 
         check_weights("lpips_alexnet", cfg.weights.lpips_alexnet)
+
+
+def check_readings(cfg: DictConfig) -> None:
+    """The named readings (README, "Decisions the paper leaves open") before any job starts."""
+    from repro.data.pixels import UINT8_ROUNDINGS
+    from repro.diffusion.network_input import NETWORK_INPUTS
+    from repro.diffusion.sampling import PRIORS
+
+    choices = {"diffusion.network_input": NETWORK_INPUTS, "diffusion.prior": PRIORS,
+               "eval.uint8_rounding": UINT8_ROUNDINGS}
+    for key, allowed in choices.items():
+        block, name = key.split(".")
+        value = cfg[block].get(name) if block in cfg else None
+        if value is not None and value not in allowed:
+            raise UserError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
+    vlb = [float(cfg.train.get("vlb_weight") or 0.0),
+           *(float(m.get("train", {}).get("vlb_weight") or 0.0) for m in cfg.get("models", {}).values())]
+    if any(w < 0 for w in vlb):
+        raise UserError(f"train.vlb_weight must be >= 0, got {min(vlb)}")
+    if any(vlb) and not cfg.unet.get("learn_sigma", False):
+        raise UserError("train.vlb_weight > 0 trains a learned variance: set unet.learn_sigma=true "
+                        "(the hybrid loss of ADM's learn_sigma models) or leave vlb_weight at 0")
 
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],

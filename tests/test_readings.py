@@ -224,3 +224,17 @@ def test_readings_study_runs_at_tiny_and_shares_baselines(tmp_path, monkeypatch)
     assert (clean == 1).all()                          # one Clean-Masked job behind every reading
     for ext in ("md", "tex"):
         assert "For each paper claim" in Path(paths["md"]).read_text() and Path(paths[ext]).stat().st_size
+
+
+@pytest.mark.parametrize("override, says", [
+    ("diffusion.network_input=centred", "diffusion.network_input='centred'"),
+    ("eval.uint8_rounding=floor", "eval.uint8_rounding='floor'"),
+    ("train.vlb_weight=1.0", "unet.learn_sigma=true"),
+])
+def test_bad_readings_exit_2_with_one_line(override, says, tmp_path, capsys):
+    from repro.table import cli
+
+    assert cli(["1", "--profile", "tiny", "--store", str(tmp_path / "j"), "--out", str(tmp_path / "t"), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "j").exists()
