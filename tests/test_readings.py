@@ -238,3 +238,20 @@ def test_bad_readings_exit_2_with_one_line(override, says, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
     assert not (tmp_path / "j").exists()
+
+
+def test_released_checkpoints_ignore_the_network_input(tmp_path):
+    """A released ADM checkpoint was trained on the raw input: no reading re-keys (or re-reads) it,
+    while the same network trained here under `scaled` is another model."""
+    from repro.config import to_dict
+    from repro.plan import released_job
+
+    ckpt = tmp_path / "128x128_diffusion.pt"
+    ckpt.write_bytes(b"\0")
+    keys = {}
+    for v in ("raw", "scaled"):
+        cfg = compose("3", "paper", overrides=[f"weights.adm_128_diffusion={ckpt}", f"diffusion.network_input={v}"])
+        job = released_job(cfg, "adm_star", to_dict(cfg.models.adm_star))
+        keys[v] = job.key
+        assert "network_input" not in job.config["diffusion"]
+    assert keys["raw"] == keys["scaled"]
