@@ -130,90 +130,6 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     return paths
 
 
-READINGS_SPEC = "readings"   # benchmarks/readings.yaml: the readings study (issue 11)
-
-
-def load_study(path: Path | None = None):
-    """(study block, readings, {table: rows}) of benchmarks/readings.yaml; UserError if malformed."""
-    from omegaconf import OmegaConf
-
-    from repro.config import to_dict
-    from repro.report.paper import BENCHMARKS
-    from repro.report.readings import Reading
-
-    doc = to_dict(OmegaConf.load(path or BENCHMARKS / f"{READINGS_SPEC}.yaml"))
-    study = doc.get("study") or {}
-    readings, rows, seeds = study.get("readings"), study.get("tables"), study.get("seeds")
-    if not readings or not rows or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise UserError("benchmarks/readings.yaml: study needs readings (a list of {name, overrides}), "
-                        "tables ({table: [rows]}) and seeds (a list of integers)")
-    names = [r.get("name") for r in readings]
-    if None in names or len(set(names)) != len(names):
-        raise UserError(f"benchmarks/readings.yaml: every reading needs a unique name, got {names}")
-    return study, [Reading(r["name"], tuple(r.get("overrides") or ()), r.get("why", "")) for r in readings], \
-        {str(t): list(r) for t, r in rows.items()}
-
-
-def _applies(default: DictConfig, overrides: tuple[str, ...]) -> bool:
-    """Whether every key a reading overrides exists in a table's config (eval.composite is Table 1's)."""
-    from omegaconf import OmegaConf
-
-    missing = object()
-    return all(OmegaConf.select(default, o.split("=", 1)[0], default=missing) is not missing for o in overrides)
-
-
-def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: Path, out_dir: Path,
-                 spec_path: Path | None = None) -> dict[str, Path]:
-    """The readings study: every (reading, seed, table) planned, all jobs dispatched at once (a job
-    shared by several readings, e.g. a baseline that does not read what they change, runs once),
-    the cells collected and tables/readings.{md,tex,csv,json} written."""
-    import dataclasses
-
-    from repro.dispatch import dispatch
-    from repro.io import atomic_write_text
-    from repro.jobs.job import topological
-    from repro.jobs.store import JobStore
-    from repro.plan import plan, readings as readings_of
-    from repro.report.provenance import git_commit
-    from repro.report.readings import render_study
-
-    if cluster not in available_clusters():
-        raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
-    study, readings, rows = load_study(spec_path)
-    planned: list[tuple[str, int, str, str, object]] = []   # reading, seed, table, row, job
-    used: dict[str, dict] = {}
-    for table, table_rows in rows.items():
-        default = compose(table, profile, cluster, overrides)
-        for i, r in enumerate(readings):
-            if not _applies(default, r.overrides):
-                continue
-            readings[i] = r = dataclasses.replace(r, tables=(*r.tables, table))
-            for seed in study["seeds"]:
-                cfg = compose(table, profile, cluster, (*overrides, *r.overrides, f"seed={seed}"))
-                validate(cfg)
-                used.setdefault(r.name, {}).update(readings_of(cfg))
-                by_name = {p.name: p.job for p in plan(cfg)}
-                absent = [x for x in table_rows if x not in by_name]
-                if absent:
-                    raise UserError(f"benchmarks/readings.yaml: table {table} has no rows {absent}; "
-                                    f"its rows are {', '.join(by_name)}")
-                planned += [(r.name, seed, table, x, by_name[x]) for x in table_rows]
-    jobs = [p[4] for p in planned]
-    report = dispatch(jobs, default.cluster, store)
-    print(report.line())
-    js = JobStore(store)
-    records = [{"table": t, "reading": name, "seed": seed, "row": row, "column": col, "value": value}
-               for name, seed, t, row, job in planned for col, value in js.dir(job).result()["values"].items()]
-    unique = topological(jobs)
-    provenance = {"profile": profile, "seeds": list(study["seeds"]), "git_commit": git_commit(),
-                  "jobs": len(unique), "overrides": list(overrides),
-                  "wall_time_s": round(sum(js.dir(j).result()["provenance"]["wall_time_s"] for j in unique), 1),
-                  "readings": used}
-    texts = render_study(pd.DataFrame.from_records(records), readings, rows, provenance, study.get("title", ""))
-    key = study.get("key", READINGS_SPEC)
-    return {ext: atomic_write_text(Path(out_dir) / f"{key}.{ext}", text) for ext, text in texts.items()}
-
-
 def restoration_figure(key: str, rows: list, store, out_dir: Path) -> Path:
     """tables/figures/<key>_restorations.{png,pdf} from the rows' saved samples."""
     from repro.jobs import samples as samples_format
@@ -352,8 +268,10 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
 @table_options
 def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
     """Reproduce one table of MT-Diffusion (or `all`)."""
-    if table == READINGS_SPEC:   # the readings study: Tables 1-2 under each named reading
-        paths = run_readings(profile, cluster, overrides, store, out_dir)
+    from repro.readings import READINGS_SPEC, run_readings
+
+    if table == READINGS_SPEC:   # the readings study (repro/readings.py): Tables 1-2 under each named reading
+        paths = run_readings(profile, cluster, overrides, store, out_dir, check=validate)
         print(f"{table}: " + ", ".join(str(p) for p in paths.values()))
         print(Path(paths["md"]).read_text())
         return

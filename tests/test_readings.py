@@ -23,7 +23,7 @@ from repro.jobs.store import JobStore
 from repro.jobs.trained import MOMENTS, ReadNetwork, load_denoiser, load_moments, load_trained
 from repro.plan import features_job, plan, readings, readings_line, train_job
 from repro.report.readings import Reading, evaluate_study
-from repro.table import load_study, run_readings
+from repro.readings import load_study, run_readings
 
 FAST = ["train.steps=2", "eval.n_images=2", "eval.mask_counts=[1,2,3,4]"]
 
@@ -209,7 +209,10 @@ def test_readings_study_runs_at_tiny_and_shares_baselines(tmp_path, monkeypatch)
         "study:\n  key: readings\n  title: tiny\n  seeds: [0]\n  tables:\n    '1': [Clean-Masked, SDEdit-, MT-Diffusion]\n"
         "  readings:\n    - {name: paper, overrides: []}\n    - {name: zero, overrides: [diffusion.weights=zero]}\n"
         "    - {name: composite, overrides: [eval.composite=true]}\n")
-    paths = run_readings("tiny", "local", tuple(FAST), tmp_path / "jobs", tmp_path / "tables", spec_path=spec)
+    from repro.table import validate
+
+    paths = run_readings("tiny", "local", tuple(FAST), tmp_path / "jobs", tmp_path / "tables", spec_path=spec,
+                         check=validate)
     doc = json.loads(Path(paths["json"]).read_text())
     # paper: features, 2 trainings, 3 samples, 3 evaluations; zero adds MT's training, sample and
     # evaluation; composite adds SDEdit-'s and MT's samples and evaluations: 9 + 3 + 4
