@@ -21,6 +21,35 @@ from repro.report.paper import column_names
 
 
 
+def readings(cfg: DictConfig) -> dict[str, Any]:
+    """The paper's open readings a table is computed under, by name (each table's caption and
+    the "readings" object of its JSON provenance). Defaults are the paper's literal reading;
+    repro/diffusion/aggregation.py, network_input.py, vlb.py and repro/data/pixels.py say
+    what each alternative is."""
+    d = cfg.diffusion
+    out: dict[str, Any] = {"weights": str(d.weights)}
+    if d.weights in ("constant", "bounded"):
+        out["weight_value"] = float(d.weight_value)
+    out.update(network_input=str(d.get("network_input", "raw")), prior=str(d.prior),
+               vlb_weight=float(cfg.train.get("vlb_weight", 0.0)))
+    if "composite" in cfg.eval:
+        out["composite"] = bool(cfg.eval.composite)
+    if cfg.table.evaluation == "generation":
+        out["uint8_rounding"] = str(cfg.eval.get("uint8_rounding", "round"))
+    return out
+
+
+def readings_line(r: dict[str, Any]) -> str:
+    """One caption line of `readings(cfg)`."""
+    names = {"weights": "aggregation weights", "weight_value": "weight value", "network_input": "network input",
+             "prior": "prior", "vlb_weight": "L_vlb weight", "composite": "composite known pixels",
+             "uint8_rounding": "uint8 export"}
+    def text(v: Any) -> str:
+        return ("on" if v else "off") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return "Readings: " + "; ".join(f"{names.get(k, k)} {text(v)}" for k, v in r.items()) + "."
+
+
 @dataclass(frozen=True)
 class RowPlan:
     name: str
@@ -113,6 +142,22 @@ def classifier_job(cfg: DictConfig, name: str, feats: Job | None = None) -> Job:
     return _job("classifier", f"classifier/{name}", config, deps)
 
 
+def _sampling_readings(cfg: DictConfig, model: Job | None) -> dict[str, Any]:
+    """The readings a sampling job of `model` is keyed on: Algorithm 1's prior (`paper` or
+    `shifted`, which starts from eq. 4's mean `atil_T e`) differs only for a model with
+    modalities, so a baseline's samples are shared by every prior (the readings study).
+    The network input and the aggregation weights reach sampling through the model's own
+    train job (its key, and its config that rebuilds the process)."""
+    if model is None:
+        return {}
+    from repro.tasks import make_task
+
+    m = model.config
+    if make_task(m).n_modalities(m["model"]["variant"]) == 0:
+        return {}
+    return {"diffusion": {"prior": cfg.diffusion.prior}}
+
+
 def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config an evaluate job of Tables 2-3 reads (metrics, reference, extractor)."""
     from pathlib import Path
@@ -147,7 +192,8 @@ def _generation_row(cfg: DictConfig, row: DictConfig, eval_cfg: dict[str, Any], 
     if r.get("classifier"):
         deps["classifier"] = classifier_job(cfg, r["classifier"], feats)
     gen_cfg = _pick(cfg, "data", "sample", "seed")
-    gen_cfg.update(row=r, diffusion={"prior": cfg.diffusion.prior}, eval={"n_images": cfg.eval.n_images})
+    gen_cfg.update(row=r, eval={"n_images": cfg.eval.n_images, "uint8_rounding": cfg.eval.uint8_rounding},
+                   **_sampling_readings(cfg, deps["model"]))
     name = row.name if snapshot is None else f"{row.name}@{snapshot}"
     if snapshot is not None:
         gen_cfg["snapshot"] = snapshot
@@ -306,9 +352,10 @@ def _sample_job(cfg: DictConfig, row: DictConfig, feats: Job | None, snapshot: i
     """A row's own samples (Table 1, Table 4, ...), of its model's EMA snapshot after `snapshot` steps if given."""
     deps = {"model": train_job(cfg, row.model, feats)} if "model" in row else {}
     sample_cfg = _pick(cfg, "data", "task", "sample", "seed")
-    sample_cfg.update(row=to_dict(row), diffusion={"prior": cfg.diffusion.prior},
-                      eval={k: to_dict(cfg.eval[k]) for k in ("n_images", "mask_counts", "composite")
-                            if k in cfg.eval})
+    # compositing pastes known pixels into a model's restoration (none without a model)
+    ev = ("n_images", "mask_counts", *(("composite",) if "model" in deps else ()))
+    sample_cfg.update(row=to_dict(row), eval={k: to_dict(cfg.eval[k]) for k in ev if k in cfg.eval},
+                      **_sampling_readings(cfg, deps.get("model")))
     if snapshot is not None:
         sample_cfg["snapshot"] = snapshot
     name = row.name if snapshot is None else f"{row.name}@{snapshot}"

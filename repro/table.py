@@ -2,6 +2,7 @@
 
 Composes benchmarks/tableN.yaml with hydra, checks it, expands it into jobs, runs what
 the job store does not hold yet, and renders tables/tableN.{md,tex,csv,json}.
+`python -m repro.table readings` runs the readings study of benchmarks/readings.yaml.
 Bad input exits 2 with one line, before any job starts.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("n_images", "batch_size"):
         if key in cfg.eval and cfg.eval[key] < 1:
             raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
+    check_readings(cfg)
     check_data(cfg.data)
     check_task(cfg)
     if cfg.features.kind == "pretrained" and cfg.table.evaluation == "lpips_restoration":
@@ -54,12 +56,34 @@ def validate(cfg: DictConfig) -> None:
         check_weights("lpips_alexnet", cfg.weights.lpips_alexnet)
 
 
+def check_readings(cfg: DictConfig) -> None:
+    """The named readings (README, "Decisions the paper leaves open") before any job starts."""
+    from repro.data.pixels import UINT8_ROUNDINGS
+    from repro.diffusion.network_input import NETWORK_INPUTS
+    from repro.diffusion.sampling import PRIORS
+
+    choices = {"diffusion.network_input": NETWORK_INPUTS, "diffusion.prior": PRIORS,
+               "eval.uint8_rounding": UINT8_ROUNDINGS}
+    for key, allowed in choices.items():
+        block, name = key.split(".")
+        value = cfg[block].get(name) if block in cfg else None
+        if value is not None and value not in allowed:
+            raise UserError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
+    vlb = [float(cfg.train.get("vlb_weight") or 0.0),
+           *(float(m.get("train", {}).get("vlb_weight") or 0.0) for m in cfg.get("models", {}).values())]
+    if any(w < 0 for w in vlb):
+        raise UserError(f"train.vlb_weight must be >= 0, got {min(vlb)}")
+    if any(vlb) and not cfg.unet.get("learn_sigma", False):
+        raise UserError("train.vlb_weight > 0 trains a learned variance: set unet.learn_sigma=true "
+                        "(the hybrid loss of ADM's learn_sigma models) or leave vlb_weight at 0")
+
+
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
               store: Path, out_dir: Path) -> dict[str, Path]:
     from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
-    from repro.plan import diagnose_plan, efficiency_plan, plan, reference_rows
+    from repro.plan import diagnose_plan, efficiency_plan, plan, readings, readings_line, reference_rows
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
     from repro.report.render import render_table
@@ -90,9 +114,9 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
         n_samples=min(r["n_images"] for r in results.values()), feature_extractor=extractor,
         wall_time_s=compute_s([r.job for r in rows]),
         rows={r.name: {"config_key": r.job.key, "wall_time_s": compute_s([r.job]),
-                       "n_samples": results[r.name]["n_images"]} for r in rows})
-    notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
-             f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
+                       "n_samples": results[r.name]["n_images"]} for r in rows},
+        readings=readings(cfg))
+    notes = [readings_line(readings(cfg)), f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
     intervals, cells, interval_note = uncertainty_of(rows, js, results)
     paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
@@ -380,6 +404,13 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
 @table_options
 def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
     """Reproduce one table of MT-Diffusion (or `all`)."""
+    from repro.readings import READINGS_SPEC, run_readings
+
+    if table == READINGS_SPEC:   # the readings study (repro/readings.py): Tables 1-2 under each named reading
+        paths = run_readings(profile, cluster, overrides, store, out_dir, check=validate)
+        print(f"{table}: " + ", ".join(str(p) for p in paths.values()))
+        print(Path(paths["md"]).read_text())
+        return
     tables = available_tables() if table == "all" else [table]
     for t in tables:
         paths = run_table(t, profile, cluster, overrides, store, out_dir)

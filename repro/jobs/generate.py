@@ -19,7 +19,7 @@ from repro.errors import UserError
 from repro.jobs import samples
 from repro.jobs.sample import sampling_process
 from repro.jobs.store import JobDir
-from repro.jobs.trained import load_trained
+from repro.jobs.trained import load_denoiser
 from repro.tasks.generation import generate, restore_for_generation
 from repro.tasks.masked_image import MaskedImageTask
 
@@ -29,13 +29,17 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
 
     row, smp = cfg["row"], cfg["sample"]
     snapshot = cfg.get("snapshot")   # a training step: sample that EMA snapshot (efficiency curves)
-    task, model, _, train_cfg = load_trained(deps["model"], step=snapshot)
+    # the model behind the network input it was trained with (repro.jobs.trained.read_network)
+    task, model, _, train_cfg = load_denoiser(deps["model"], step=snapshot)
     variant = train_cfg["model"]["variant"]
+    # Algorithm 1's prior only differs between readings for a model with modalities (repro.plan
+    # keys the job on it there); without any, `shifted` is `paper`.
+    prior = cfg["diffusion"]["prior"] if task.n_modalities(variant) else "paper"
     steps = row.get("steps", smp["steps"])
     process = sampling_process(train_cfg, task.n_modalities(variant), steps)
     classifier = load_classifier(deps["classifier"]) if "classifier" in deps else None
     n, res = cfg["eval"]["n_images"], cfg["data"]["resolution"]
-    common = dict(seed=cfg["seed"], batch_size=smp["batch_size"], prior=cfg["diffusion"]["prior"],
+    common = dict(seed=cfg["seed"], batch_size=smp["batch_size"], prior=prior,
                   clip_denoised=smp["clip_denoised"], classifier=classifier,
                   guidance_scale=float(row.get("guidance_scale", 0.0)), num_classes=num_classes(cfg["data"]))
     print(f"{row['name']}" + (f" after {snapshot} training steps" if snapshot is not None else "")
@@ -59,8 +63,10 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         images, classes = generate(task, variant, model, process, n=n, resolution=res,
                                    condition=row.get("condition", "none"), sampler=row.get("sampler", "ancestral"),
                                    **common)
-    samples.write(out, "generations", {"images": to_uint8(images), "labels": classes.numpy().astype(np.int64),
+    rounding = cfg["eval"]["uint8_rounding"]   # ADM's export truncates (paper profile)
+    samples.write(out, "generations", {"images": to_uint8(images, rounding), "labels": classes.numpy().astype(np.int64),
                                        **arrays})
     samples.write_grids(out, samples.read(out))
     return {"samples": samples.FILE, "kind": "generations", "n_images": len(images), "sampling_steps": process.num_steps,
-            "training_steps": snapshot if snapshot is not None else train_cfg.get("train", {}).get("steps"), **extra}
+            "training_steps": snapshot if snapshot is not None else train_cfg.get("train", {}).get("steps"),
+            "uint8_rounding": rounding, **extra}

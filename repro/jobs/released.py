@@ -17,10 +17,13 @@ from repro.jobs.trained import MODEL, import_released
 
 
 def reads(view: dict) -> list[str]:
-    """What this body reads (repro.jobs.job.select): the file, and what building the model reads."""
-    from repro.jobs.train import reads as train_reads
+    """What this body reads (repro.jobs.job.select): the file, and what building the model reads.
+    Not the network input: a released checkpoint was trained on the raw input, and is sampled so
+    (its job config holds no `network_input`, repro.jobs.trained.network_input_of)."""
+    from repro.jobs.train import NETWORK_INPUT, reads as train_reads
 
-    return ["released", *(p for p in train_reads(view) if p.split(".")[0] not in ("train", "seed"))]
+    return ["released", *(p for p in train_reads(view) if p.split(".")[0] not in ("train", "seed")
+                          and p != NETWORK_INPUT)]
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from repro.data.registry import dataset
 from repro.diffusion import MTProcess
 from repro.jobs import samples
 from repro.jobs.store import JobDir
-from repro.jobs.trained import load_trained
+from repro.jobs.trained import load_denoiser
 from repro.tasks import make_task
 
 
@@ -26,8 +26,9 @@ def sampling_process(train_cfg: dict, n_modalities: int, steps: int | str) -> MT
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     model = process = None
     if "model" in deps:
+        # the model behind the network input it was trained with (repro.jobs.trained.read_network);
         # `snapshot`: the EMA weights after that many training steps (Table 1's learning curves)
-        task, model, _, train_cfg = load_trained(deps["model"], step=cfg.get("snapshot"))
+        task, model, _, train_cfg = load_denoiser(deps["model"], step=cfg.get("snapshot"))
         process = sampling_process(train_cfg, task.n_modalities(train_cfg["model"]["variant"]), cfg["sample"]["steps"])
         print(f"sampling with {process.num_steps} respaced steps of T={train_cfg['diffusion']['T']}")
     else:

@@ -21,7 +21,8 @@ from repro.jobs.distributed import World, process_group, world_from_environment
 from repro.jobs.harness import CHECKPOINT, SNAPSHOT, TrainSettings, fit
 from repro.data.registry import data_reads
 from repro.jobs.store import JobDir
-from repro.jobs.trained import MODEL, build_diffusion, init_from
+from repro.diffusion.network_input import SecondMoments
+from repro.jobs.trained import MODEL, MOMENTS, build_diffusion, init_from, network_input_of, read_network
 from repro.tasks import make_task
 
 STOPPABLE = True   # polls repro.jobs.runner.stop_requested() after every step (repro/jobs/harness.py)
@@ -29,16 +30,34 @@ __all__ = ["CHECKPOINT", "MODEL", "SNAPSHOT", "diffusion_step", "run", "train"]
 
 
 def diffusion_step(model: nn.Module, task, process: MTProcess, data, lam: float,
-                   encoders: Mapping[str, Callable], kinds: Mapping[str, str], batch_size: int):
-    """Algorithm 2's step as a harness `Step`: the loss of this rank's slice of a global batch."""
+                   encoders: Mapping[str, Callable], kinds: Mapping[str, str], batch_size: int,
+                   vlb_weight: float = 0.0):
+    """Algorithm 2's step as a harness `Step`: the loss of this rank's slice of a global batch.
+    `model` is the denoiser behind its network-input reading (`read_network`); `encoders`
+    reach the U-Net itself."""
     def step(g: torch.Generator, take: Callable[[Any], Any]) -> tuple[Tensor, dict[str, Tensor]]:
         idx = torch.randint(len(data), (batch_size,), generator=g)
         z0, x, net_inputs = task.batch(data.images(idx), torch.as_tensor(data.labels[idx.numpy()]), g)
         k, noise = draw_steps_and_noise(process, z0.shape, g, z0.dtype)
         z0, x, net_inputs, k, noise = (take(v) for v in (z0, x, net_inputs, k, noise))
         net = functools.partial(model, **net_inputs) if net_inputs else model   # e.g. y= class labels
-        return training_losses(net, process, z0, x, encoders, kinds, lam, steps=k, noise=noise)
+        return training_losses(net, process, z0, x, encoders, kinds, lam, steps=k, noise=noise, vlb_weight=vlb_weight)
     return step
+
+
+MOMENT_IMAGES = 512   # training images behind the `scaled` reading's second moments
+
+
+def measure_moments(task, data, encoders: Mapping[str, Callable], seed: int) -> SecondMoments:
+    """Eq. 4's per-element second moments of (z_0, e_1..e_N) on a fixed draw of training
+    batches (the same at every resume: a function of the seed). Encoders that are the
+    model's own U-Net (image-label, representation) are measured at initialisation."""
+    g = torch.Generator().manual_seed(seed + 7_777)
+    idx = torch.randint(len(data), (min(MOMENT_IMAGES, len(data)),), generator=g)
+    z0, x, _ = task.batch(data.images(idx), torch.as_tensor(data.labels[idx.numpy()]), g)
+    with torch.no_grad():
+        e = [encode(x[name]) for name, encode in encoders.items()]
+    return SecondMoments.from_batch(z0, e)
 
 
 # What this body reads of its job's config (repro.jobs.job.select keeps exactly these, so the
@@ -48,14 +67,21 @@ TRAIN_READS = ("seed", "unet", "task", "model.variant", "model.single_task", "mo
                "train.ema_rate", "train.checkpoint_every", "train.log_every", "train.snapshot_every",
                "train.sleep_s", "train.autocast")
 # Eq. 3's aggregation weights and eq. 6's lambda only act through the modalities: a model
-# without any (the ADM baseline) never reads them.
+# without any (the ADM baseline) never reads them. The network input (repro.diffusion.
+# network_input) changes such a model only when `scaled` (`shifted` removes a zero offset).
 MULTI_TASK_READS = ("diffusion.weights", "diffusion.weight_value", "diffusion.lam")
+NETWORK_INPUT = "diffusion.network_input"
+# L_vlb trains the learned variance only: read where the network has one (unet.learn_sigma).
+VLB_WEIGHT = "train.vlb_weight"
 
 
 def reads(view: Mapping[str, Any]) -> list[str]:
     """The config paths a train (or released) job reads, given the plan's view of it."""
     multi = make_task(view).n_modalities(view["model"]["variant"]) > 0
-    return [*TRAIN_READS, *data_reads(view["data"], "train"), *(MULTI_TASK_READS if multi else ())]
+    scaled = view["diffusion"].get("network_input", "raw") == "scaled"
+    learn_sigma = bool(view["unet"].get("learn_sigma", False))
+    return [*TRAIN_READS, *data_reads(view["data"], "train"), *(MULTI_TASK_READS if multi else ()),
+            *((NETWORK_INPUT,) if multi or scaled else ()), *((VLB_WEIGHT,) if learn_sigma else ())]
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
@@ -77,7 +103,15 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
     print(f"{variant} model: {n_params:,} parameters; {len(data)} training images; "
           f"global batch {s.batch_size} over {world.world_size} rank(s) on {world.device}")
     lam = cfg["diffusion"]["lam"] if kinds else 0.0   # eq. 6 has no modality term without modalities
-    step = diffusion_step(model, task, process, data, lam, encoders, kinds, s.batch_size)
+    vlb_weight = float(cfg["train"].get("vlb_weight", 0.0)) if cfg["unet"].get("learn_sigma", False) else 0.0
+    moments = None
+    if network_input_of(cfg["diffusion"]) == "scaled":   # measured once, saved with the model for sampling
+        moments = measure_moments(task, data, task.encoders(model, variant), s.seed)
+        if world.is_main:
+            atomic_write_json(out / MOMENTS, moments.matrix.tolist())
+    net = read_network(model, process, cfg["diffusion"], moments)
+    print(f"network input: {network_input_of(cfg['diffusion'])}" + (f"; L_vlb weight {vlb_weight}" if vlb_weight else ""))
+    step = diffusion_step(net, task, process, data, lam, encoders, kinds, s.batch_size, vlb_weight)
     init = functools.partial(init_from, deps["init"]) if "init" in deps else None   # continued training
     model, ema, state = fit(model, step, s, out, world, init=init)
     if world.is_main:

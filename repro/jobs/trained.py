@@ -6,6 +6,9 @@ Files of record (what a finished job leaves; sampling, evaluation and continued 
                                           the raw weights continued training starts from; the
                                           config that rebuilds the network is the job's job.json
                            snapshots/ema_<step>.pt   EMA weights after <step> steps (snapshot_every)
+                           moments.json   `diffusion.network_input: scaled` only: eq. 4's second
+                                          moments measured on the training data, so that sampling
+                                          scales the network input exactly as training did
     classifier job         classifier.pt  {"state", "recipe"}: the weights and what rebuilds the
                                           network (an ADM classifier or MT-Diffusion-E's label path)
 
@@ -18,10 +21,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from repro.diffusion import MTProcess
+from repro.diffusion.network_input import NetworkInput, SecondMoments
 from repro.errors import UserError
 from repro.io import load_torch
 from repro.jobs.harness import SNAPSHOT
@@ -29,6 +34,7 @@ from repro.jobs.store import JobDir
 from repro.tasks import make_task
 
 MODEL = "model.pt"              # final weights of a train or released job
+MOMENTS = "moments.json"        # second moments behind the `scaled` network input (train job)
 CLASSIFIER = "classifier.pt"    # final weights of a classifier job
 
 
@@ -46,6 +52,52 @@ def make_process(d: Mapping[str, Any], n_modalities: int, respacing: str | int |
     weights = (d["weights"], d["weight_value"]) if n_modalities else ("zero", 1.0)
     return MTProcess.from_config(d["schedule"], d["T"], weights[0], n_modalities, weight_value=weights[1],
                                  respacing=respacing)
+
+
+def network_input_of(d: Mapping[str, Any]) -> str:
+    """The network-input reading of a train config's `diffusion` block.
+
+    The block holds `network_input` exactly where it changes the model (repro.jobs.train.reads:
+    a model with modalities, or `scaled`); elsewhere every reading is `raw` (no modality
+    offset to remove), so its absence reads as `raw`. The lookup goes through the block's
+    keys rather than `.get`, so that a model the setting cannot change does not read it.
+    """
+    return d["network_input"] if "network_input" in list(d) else "raw"
+
+
+class ReadNetwork(NetworkInput):
+    """A network behind its network-input reading that still answers for the network's own
+    attributes (`backbone`, heads): the encoders of the modalities use the U-Net directly,
+    not the denoiser's input transform."""
+
+    def __getattr__(self, name: str):
+        model = self.__dict__.get("model")
+        if model is None:
+            raise AttributeError(name)
+        return getattr(model, name)
+
+
+def read_network(model: nn.Module, process: MTProcess, d: Mapping[str, Any],
+                 moments: SecondMoments | None = None) -> nn.Module | ReadNetwork:
+    """`model` as the denoiser its train config's `diffusion` block reads (`network_input`), on
+    the full-grid training `process`; `raw` (the paper) returns the model itself, untouched."""
+    reading = network_input_of(d)
+    if reading == "raw" or (reading == "shifted" and process.n_modalities == 0):
+        return model
+    return ReadNetwork(model, process, reading, moments)
+
+
+def load_moments(train_dir: JobDir) -> SecondMoments | None:
+    """The second moments a `scaled` train job measured (None where it saved none)."""
+    path = train_dir / MOMENTS
+    return SecondMoments(np.asarray(json.loads(path.read_text()), dtype=np.float64)) if path.exists() else None
+
+
+def load_denoiser(train_dir: JobDir, *, step: int | None = None):
+    """`load_trained`, with the model behind the network-input reading it was trained with:
+    what every sampler calls (the task's encoders still reach the U-Net through it)."""
+    task, model, process, cfg = load_trained(train_dir, step=step)
+    return task, read_network(model, process, cfg["diffusion"], load_moments(train_dir)), process, cfg
 
 
 def _load(path: Path | JobDir) -> dict[str, Any]:

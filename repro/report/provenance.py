@@ -50,8 +50,10 @@ def make_provenance(
     wall_time_s: float | None = None,
     git_commit: str | None = None,
     rows: dict[str, dict[str, Any]] | None = None,
+    readings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A table provenance dict; `git_commit` defaults to the current checkout's."""
+    """A table provenance dict; `git_commit` defaults to the current checkout's. `readings`:
+    the paper's open readings the table was computed under (repro.plan.readings), table-wide."""
     out: dict[str, Any] = {
         "profile": profile,
         "dataset": dataset,
@@ -66,6 +68,8 @@ def make_provenance(
         if unknown:
             raise ValueError(f"unknown provenance fields {sorted(unknown)}; known: {FIELDS}")
         out["rows"] = {name: dict(fields) for name, fields in rows.items()}
+    if readings is not None:
+        out["readings"] = dict(readings)
     return out
 
 
@@ -81,5 +85,8 @@ def row_provenance(provenance: dict[str, Any], row: str) -> dict[str, Any]:
 
 
 def table_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
-    """The table-wide fields only (without per-row overrides)."""
-    return {k: provenance.get(k) for k in FIELDS}
+    """The table-wide fields only (without per-row overrides), with the readings where given."""
+    out = {k: provenance.get(k) for k in FIELDS}
+    if "readings" in provenance:
+        out["readings"] = provenance["readings"]
+    return out

@@ -99,10 +99,15 @@ class MaskedImageTask(Task):
         masked = apply_mask(originals, masks)
         g = torch.Generator().manual_seed(cfg["seed"] * 7919 + m)
         chunks = range(0, n, smp["batch_size"])
+        method = row["method"]
+        # Read only the readings this row's restoration uses (repro.plan keys the job on them):
+        # the prior is Algorithm 1's, compositing needs a restoration to paste into.
+        prior = cfg["diffusion"]["prior"] if method == "mt_restore" else None
+        composite = bool(ev["composite"]) if method != "clean_masked" else False
         restored = torch.cat([
-            restore(row["method"], masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
-                    model=model, process=process, generator=g, row=row, prior=cfg["diffusion"]["prior"],
-                    clip_denoised=smp["clip_denoised"], composite=ev["composite"])
+            restore(method, masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
+                    model=model, process=process, generator=g, row=row, prior=prior,
+                    clip_denoised=smp["clip_denoised"], composite=composite)
             for lo in tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True, disable=len(chunks) < 2)])
         return {"original": to_uint8(originals), "masked": to_uint8(masked), "restored": to_uint8(restored),
                 "mask": masks[:, 0].to(torch.uint8).numpy()}
@@ -110,8 +115,8 @@ class MaskedImageTask(Task):
 
 def restore(method: str, masked: Tensor, mask: Tensor, *, model: MTDiffusionModel | None,
             process: MTProcess | None, generator: torch.Generator, row: Mapping[str, Any],
-            prior: str, clip_denoised: bool, composite: bool) -> Tensor:
-    """Restored images in [-1, 1] for one of Table 1's rows."""
+            prior: str | None, clip_denoised: bool, composite: bool) -> Tensor:
+    """Restored images in [-1, 1] for one of Table 1's rows (`prior`: Algorithm 1's, mt_restore only)."""
     if method == "clean_masked":      # the reference row: the masked image itself
         return masked
     if method == "sdedit":            # SDEdit- (Meng et al.): noise the masked image, denoise unconditionally

@@ -164,8 +164,7 @@ class TranslationTask(Task):
         for lo in tqdm(chunks, desc=row["name"], dynamic_ncols=True, disable=len(chunks) < 2):
             pairs = test.images(np.arange(lo, min(lo + smp["batch_size"], n)))
             generated = pairs["target"] if method == "ground_truth" else self.codec.decode(
-                self._translate(method, self.codec.encode(pairs["source"]), model, process, g,
-                                cfg["diffusion"]["prior"], clip))
+                self._translate(method, self.codec.encode(pairs["source"]), model, process, g, clip))
             saved["source"].append(to_uint8(pairs["source"]))
             saved["truth"].append(to_uint8(pairs["target"]))
             saved["generated"].append(to_uint8(generated))
@@ -175,13 +174,15 @@ class TranslationTask(Task):
         return {k: np.concatenate(v) for k, v in saved.items() if v}
 
     def _translate(self, method: str, src: Tensor, model, process: MTProcess, g: torch.Generator,
-                   prior: str, clip: bool) -> Tensor:
+                   clip: bool) -> Tensor:
+        """Neither path reads Algorithm 1's prior: `sample_known_z` has none, and the baseline
+        samples with no modality, where `shifted` is `paper` (N(0, I))."""
         if method == "mt_translate":
             # Algorithm 1, line 3: the unknown modality starts from random data.
             x_init = torch.randn(src.shape, generator=g)
             return sample_known_z(model, process, src, x_init, TARGET, g, clip=clip)
         out, _ = algorithm1(functools.partial(model, cond=src), process, tuple(src.shape), [],
-                                  prior=prior, generator=g, clip_denoised=clip)
+                                  prior="paper", generator=g, clip_denoised=clip)
         return out
 
 

@@ -1,0 +1,99 @@
+"""The readings study (issue 11): `python -m repro.table readings [--profile P] [key=value ...]`.
+
+benchmarks/readings.yaml names readings of the paper (each a set of hydra overrides), seeds and
+the rows of Tables 1 and 2 to recompute. Every (reading, seed, table) is composed, checked and
+planned like the table itself; all their jobs go to the dispatcher at once, so a job shared by
+several readings (a baseline whose key holds none of what they change) runs once. The cells are
+collected from the store and repro.report.readings writes tables/readings.{md,tex,csv,json}.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from repro.cli import available_clusters
+from repro.config import compose, to_dict
+from repro.errors import UserError
+
+READINGS_SPEC = "readings"   # benchmarks/readings.yaml; `python -m repro.table readings`
+
+
+def load_study(path: Path | None = None):
+    """(study block, readings, {table: rows}) of benchmarks/readings.yaml; UserError if malformed."""
+    from repro.report.paper import BENCHMARKS
+    from repro.report.readings import Reading
+
+    doc = to_dict(OmegaConf.load(path or BENCHMARKS / f"{READINGS_SPEC}.yaml"))
+    study = doc.get("study") or {}
+    readings, rows, seeds = study.get("readings"), study.get("tables"), study.get("seeds")
+    if not readings or not rows or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise UserError("benchmarks/readings.yaml: study needs readings (a list of {name, overrides}), "
+                        "tables ({table: [rows]}) and seeds (a list of integers)")
+    names = [r.get("name") for r in readings]
+    if None in names or len(set(names)) != len(names):
+        raise UserError(f"benchmarks/readings.yaml: every reading needs a unique name, got {names}")
+    return study, [Reading(r["name"], tuple(r.get("overrides") or ()), r.get("why", "")) for r in readings], \
+        {str(t): list(r) for t, r in rows.items()}
+
+
+def _applies(default: DictConfig, overrides: tuple[str, ...]) -> bool:
+    """Whether every key a reading overrides exists in a table's config (eval.composite is Table 1's)."""
+    missing = object()
+    return all(OmegaConf.select(default, o.split("=", 1)[0], default=missing) is not missing for o in overrides)
+
+
+def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: Path, out_dir: Path,
+                 spec_path: Path | None = None, check: Callable[[DictConfig], None] | None = None
+                 ) -> dict[str, Path]:
+    """The readings study: every (reading, seed, table) planned, all jobs dispatched at once (a job
+    shared by several readings, e.g. a baseline that does not read what they change, runs once),
+    the cells collected and tables/readings.{md,tex,csv,json} written. `check` validates each
+    composed config before any job starts (repro.table.validate, the tables' own checks)."""
+    from repro.dispatch import dispatch
+    from repro.io import atomic_write_text
+    from repro.jobs.job import topological
+    from repro.jobs.store import JobStore
+    from repro.plan import plan, readings as readings_of
+    from repro.report.provenance import git_commit
+    from repro.report.readings import render_study
+
+    if cluster not in available_clusters():
+        raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
+    study, readings, rows = load_study(spec_path)
+    planned: list[tuple[str, int, str, str, object]] = []   # reading, seed, table, row, job
+    used: dict[str, dict] = {}
+    for table, table_rows in rows.items():
+        default = compose(table, profile, cluster, overrides)
+        for i, r in enumerate(readings):
+            if not _applies(default, r.overrides):
+                continue
+            readings[i] = r = dataclasses.replace(r, tables=(*r.tables, table))
+            for seed in study["seeds"]:
+                cfg = compose(table, profile, cluster, (*overrides, *r.overrides, f"seed={seed}"))
+                if check is not None:
+                    check(cfg)
+                used.setdefault(r.name, {}).update(readings_of(cfg))
+                by_name = {p.name: p.job for p in plan(cfg)}
+                absent = [x for x in table_rows if x not in by_name]
+                if absent:
+                    raise UserError(f"benchmarks/readings.yaml: table {table} has no rows {absent}; "
+                                    f"its rows are {', '.join(by_name)}")
+                planned += [(r.name, seed, table, x, by_name[x]) for x in table_rows]
+    jobs = [p[4] for p in planned]
+    report = dispatch(jobs, default.cluster, store)
+    print(report.line())
+    js = JobStore(store)
+    records = [{"table": t, "reading": name, "seed": seed, "row": row, "column": col, "value": value}
+               for name, seed, t, row, job in planned for col, value in js.dir(job).result()["values"].items()]
+    unique = topological(jobs)
+    provenance = {"profile": profile, "seeds": list(study["seeds"]), "git_commit": git_commit(),
+                  "jobs": len(unique), "overrides": list(overrides),
+                  "wall_time_s": round(sum(js.dir(j).result()["provenance"]["wall_time_s"] for j in unique), 1),
+                  "readings": used}
+    texts = render_study(pd.DataFrame.from_records(records), readings, rows, provenance, study.get("title", ""))
+    key = study.get("key", READINGS_SPEC)
+    return {ext: atomic_write_text(Path(out_dir) / f"{key}.{ext}", text) for ext, text in texts.items()}
