@@ -5,6 +5,12 @@ the number of evaluation images re-runs sampling and evaluation but not training
 builds each job's view of the spec (a model's own overrides merged in, its task's block);
 the bodies that declare what they read (`reads(view)`, repro/jobs/train.py) get exactly
 that part of their view (repro.jobs.job.select), and their key hashes nothing else.
+
+Why one module of ~400 lines: every kind of table (restoration, generation with its efficiency
+curves and diagnostics, calibration rows, DiffusionMTL's dense rows) is expanded into jobs by
+the same `_job` rule (a body's `reads()` selects its view); keeping them together keeps one
+definition of how a job's config and key are built. A package split (plan/restoration.py,
+plan/generation.py, plan/dense.py) is the next step if it grows.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ is the config's `data.resolution`; every loader resizes (or renders) to it.
 
 Tasks and job bodies ask this module, never a dataset module directly, so that adding a
 dataset is one entry here.
+
+Why one module of ~340 lines: it is the one table of datasets; every entry (loader, classes,
+pairs, palette, files check) sits beside the others so a dataset is added in one place.
 """
 from __future__ import annotations
 

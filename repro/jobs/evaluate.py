@@ -2,6 +2,11 @@
 
 Evaluators read only the sample job's files (and the feature network), never the
 diffusion model: re-evaluating gives identical numbers without sampling again.
+
+Why one module of ~330 lines: it is the one dispatch from a table's `evaluation` name to its
+evaluator, each evaluator with the per-image cells its intervals need and the `reads()` that
+keys its job; one evaluator per table kind, each short, kept beside the declaration of what
+it reads so the two cannot disagree.
 """
 from __future__ import annotations
 

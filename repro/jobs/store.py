@@ -34,6 +34,10 @@ Integrity rules (what `done` means, what `scrub` repairs):
     * files the manifest does not list (a foreign or legacy file, a writer that bypassed
       repro.io) are deleted; a folder without a readable manifest is recomputed;
     * temp files of a killed writer (`.*.tmp`) are removed.
+
+Why one module of ~320 lines: a job folder's layout, what "done" means (result plus verified
+checksums plus unchanged inputs) and the repair of a damaged folder are one contract; the
+runner and `repro.status` both read it, and splitting it would let the three drift apart.
 """
 from __future__ import annotations
 

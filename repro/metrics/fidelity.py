@@ -11,6 +11,10 @@ statistics and distance, PRC); this module only arranges them so that one featur
 per image set serves all five metrics, and caches the reference side by content hash.
 The extractor is one of `repro.metrics.feature_extractors` (Inception for the paper
 profile, FeatureNet for the embedded one).
+
+Why one module of ~360 lines: the five metrics share one feature pass, one cached reference
+statistics file and the bootstrap replicates of their intervals; splitting them would compute
+the features once per metric.
 """
 from __future__ import annotations
 
