@@ -11,11 +11,13 @@ compare ratios from one run, not numbers across runs.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import click
 import torch
 
+from repro.cli import profile_option, run
 from repro.config import compose
 from repro.diffusion import Modality, MTProcess, training_losses
 from repro.tasks.masked_image import VARIANTS, MaskedImageTask, identity
@@ -64,9 +66,11 @@ def bench_variant(cfg, variant: str, iters: int) -> dict[str, float]:
 
 
 @click.command()
-@click.option("--profile", default="smoke", show_default=True)
-@click.option("--iters", default=20, show_default=True, help="timed repetitions (median reported)")
-@click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
+@profile_option
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
+              help="timed repetitions (median reported)")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch threads (0: torch's default)")
 def main(profile: str, iters: int, threads: int) -> None:
     import pandas as pd
 
@@ -85,4 +89,4 @@ def main(profile: str, iters: int, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main, "python -m repro.bench"))   # bad input: exit 2, one line

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from repro.config import available_tables, compose
-from repro.cli import available_clusters, run, table_options
+from repro.cli import available_clusters, profile_out, run, table_options
 from repro.errors import UserError
 from repro.report.paper import column_names
 
@@ -27,8 +27,10 @@ def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before a job starts."""
     from repro.data.registry import check_data
     from repro.dispatch import check_cluster
+    from repro.schema import check
     from repro.tasks import check_task
 
+    check(cfg)   # types, ranges, names and relations of every value a job reads (repro/schema.py)
     check_cluster(cfg.cluster)
     if "mask_counts" in cfg.eval:
         counts = list(cfg.eval.mask_counts)
@@ -61,7 +63,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.plan import efficiency_plan, plan
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
-    from repro.report.render import render_table
+    from repro.report.render import render_table, staged
 
     if cluster not in available_clusters():
         raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
@@ -90,19 +92,22 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     notes = [f"prior: {cfg.diffusion.prior}; aggregation weights: {cfg.diffusion.weights}; "
              f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
-    paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
-                         cited_rows=table_spec(cfg.table.key).cited_rows)
-    paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
-    if cfg.table.evaluation == "lpips_restoration":
-        paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
-    grids = sample_figures(cfg, rows, js, out_dir)
-    if grids:
-        paths["grids"] = grids[0].parent
-    curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, out_dir)
-    if curves:
-        paths["curves"] = curves
-    if points:
-        paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, out_dir)
+    # Rendered into a staging folder and swapped in together: a kill mid-render keeps the old set.
+    with staged(out_dir, cfg.table.key) as stage:
+        paths = render_table(cfg.table.key, ours, provenance, stage, caption_notes=notes,
+                             cited_rows=table_spec(cfg.table.key).cited_rows)
+        paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, stage)
+        if cfg.table.evaluation == "lpips_restoration":
+            paths["figure"] = restoration_figure(cfg.table.key, rows, js, stage)
+        grids = sample_figures(cfg, rows, js, stage)
+        if grids:
+            paths["grids"] = grids[0].parent
+        curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, stage)
+        if curves:
+            paths["curves"] = curves
+        if points:
+            paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, stage)
+        paths = {name: Path(out_dir) / Path(p).relative_to(stage) for name, p in paths.items()}
     return paths
 
 
@@ -245,6 +250,7 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
 def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
     """Reproduce one table of MT-Diffusion (or `all`)."""
     tables = available_tables() if table == "all" else [table]
+    out_dir = profile_out(out_dir, profile)
     for t in tables:
         paths = run_table(t, profile, cluster, overrides, store, out_dir)
         print(f"table {t}: " + ", ".join(str(p) for p in paths.values()))
