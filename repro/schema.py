@@ -97,6 +97,7 @@ RULES: dict[str, Rule] = {
     "train.snapshot_every": _int(0),
     "train.log_every": POSITIVE,
     "train.sleep_s": _float(0),
+    "sample.sleep_s": _float(0),
     "sample.steps": POSITIVE,
     "sample.batch_size": POSITIVE,
     "sample.clip_denoised": Rule("bool"),
@@ -108,9 +109,9 @@ RULES: dict[str, Rule] = {
     "guidance_scale": _float(0),
 }
 
-# Keys a spec may lack that the code reads when given (with `+key=value`): tests' sleep hook,
+# Keys a spec may lack that the code reads when given (with `+key=value`): tests' sleep hooks,
 # the network input reading, SLURM's extra sbatch options (cluster.* is free-form).
-OPTIONAL = ("train.sleep_s", "diffusion.network_input")
+OPTIONAL = ("train.sleep_s", "sample.sleep_s", "diffusion.network_input")
 FREE_FORM = ("cluster",)
 
 
