@@ -208,10 +208,22 @@ def _run_locked(job: Job, out: JobDir, deps: dict[str, JobDir], lock: JobLock, r
                            f"another process); not publishing its result")
     wall = time.time() - started
     result = {**result, "provenance": {"key": job.key, "name": job.name, "git_commit": git_commit(),
-                                       "wall_time_s": round(wall, 2), "finished": time.time()}}
+                                       "wall_time_s": round(wall, 2), "finished": time.time(), **_threads()}}
     atomic_write_json(out / "result.json", result)
     out.set_status("done", wall_time_s=round(wall, 2))
     return result
+
+
+def _threads() -> dict[str, Any]:
+    """The CPU thread settings the job ran with. Results on CPU are bit-identical run to run at
+    a fixed intra-op thread count, but not across counts (a float reduction split over more
+    threads adds in another order): the tiny feature network's final loss is 1.13509 at one
+    thread and 1.13157 at two. Set OMP_NUM_THREADS (or --cpus-per-task on SLURM) to compare."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
 
 
 def _slurm_info() -> dict[str, Any]:
