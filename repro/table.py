@@ -53,6 +53,11 @@ def validate(cfg: DictConfig) -> None:
         from repro.weights import check_weights
 
         check_weights("lpips_alexnet", cfg.weights.lpips_alexnet)
+    from repro.weights import WEIGHTS, check_state_dict
+
+    for name, path in (cfg.get("weights") or {}).items():   # every configured file that is there:
+        if name in WEIGHTS and path and Path(str(path)).expanduser().is_file():   # the right network?
+            check_state_dict(name, path)
 
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
