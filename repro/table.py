@@ -48,6 +48,7 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg.eval and cfg.eval[key] < 1:
             raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
     check_data(cfg.data)
+    open_some_images(cfg.data)
     check_task(cfg)
     if cfg.features.kind == "pretrained" and cfg.table.evaluation == "lpips_restoration":
         from repro.weights import check_weights
@@ -58,6 +59,27 @@ def validate(cfg: DictConfig) -> None:
     for name, path in (cfg.get("weights") or {}).items():   # every configured file that is there:
         if name in WEIGHTS and path and Path(str(path)).expanduser().is_file():   # the right network?
             check_state_dict(name, path)
+
+
+IMAGES_OPENED = 8   # per split: enough to catch a folder of unreadable files, cheap on a cluster filesystem
+
+
+def open_some_images(data: DictConfig, k: int = IMAGES_OPENED) -> None:
+    """A user-held class-folder dataset (ImageNet): decode `k` files drawn at random (seeded) from
+    each split, so that a folder of truncated or non-image files stops the run before training,
+    with the file's path (repro.data.image_files.read_image), not hours into it."""
+    import random
+
+    from repro.data.image_files import read_image
+    from repro.data.imagenet import list_class_folders
+
+    if data.get("name") != "imagenet":
+        return
+    for key in ("root", "test_root"):
+        if data.get(key):
+            _, files = list_class_folders(Path(str(data[key])).expanduser(), f"data.{key}", f"set data.{key}")
+            for path, _ in random.Random(0).sample(files, min(k, len(files))):
+                read_image(path)
 
 
 def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...],
