@@ -177,7 +177,7 @@ def restore_for_generation(task: Task, model: nn.Module, process: MTProcess, ori
     out = []
     for b, lo in enumerate(range(0, len(originals), batch_size)):
         x0, mask = originals[lo:lo + batch_size], masks[lo:lo + batch_size]
-        g = torch.Generator().manual_seed(seed * 1_000_003 + first_batch + b)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         masked = apply_mask(x0, mask)
         guidance = None
         if classifier is not None:
