@@ -54,6 +54,15 @@ def out_option(f: F) -> F:
                         show_default=True, help="tables folder: where tables, figures and the results page go")(f)
 
 
+def profile_out(out_dir: Path, profile: str) -> Path:
+    """Where a table-like command writes: `--out` when given; else tables/ for the default
+    profile and tables/<profile>/ for any other, so that a tiny or paper run never overwrites
+    the committed smoke results."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx is not None and ctx.get_parameter_source("out_dir") not in (None, click.core.ParameterSource.DEFAULT)
+    return out_dir if given or profile == DEFAULT_PROFILE else out_dir / profile
+
+
 def table_options(f: F) -> F:
     """--profile, --cluster, --store and --out: what a command that dispatches a table's jobs takes."""
     for option in (out_option, store_option, cluster_option, profile_option):
@@ -70,6 +79,9 @@ def run(command: click.Command, prog_name: str, argv: list[str] | None = None) -
         return 2
     except click.UsageError as err:
         print(f"error: {err.format_message()} (see --help)", file=sys.stderr)
+        return 2
+    except click.ClickException as err:   # e.g. an unreadable file argument
+        print(f"error: {err.format_message()}", file=sys.stderr)
         return 2
     except JobFailed as err:   # already logged in the job's folder; say where, in one line
         print(f"failed: {err}", file=sys.stderr)

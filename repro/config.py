@@ -51,6 +51,12 @@ def compose(table: str, profile: str = "smoke", cluster: str = "local",
         raise UserError(_one_line(err)) from None
     for ov in overrides:
         _check_override_type(default, cfg, ov)
+    from repro.schema import unknown_keys   # `+key=...` adds any key; only the spec's own are read
+
+    unknown = unknown_keys(default, cfg)
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}: the {spec_name(table)} spec has no such "
+                        f"setting (see benchmarks/{spec_name(table)}.yaml and benchmarks/profile/{profile}.yaml)")
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:

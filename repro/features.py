@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from repro.cli import out_option, profile_option, run, store_option
+from repro.cli import out_option, profile_option, profile_out, run, store_option
 from repro.errors import UserError
 
 
@@ -34,7 +34,7 @@ def main(profile: str, store: Path, out_dir: Path) -> None:
     result = JobStore(store).dir(job).result()
     doc = {"profile": profile, "config_key": job.key, "network": "FeatureNet (repro/metrics/feature_net.py)",
            **{k: v for k, v in result.items() if k != "provenance"}}
-    print(atomic_write_json(out_dir / "features.json", doc))
+    print(atomic_write_json(profile_out(out_dir, profile) / "features.json", doc))
 
 
 if __name__ == "__main__":

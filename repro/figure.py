@@ -16,7 +16,7 @@ import click
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from repro.cli import run, table_options
+from repro.cli import profile_out, run, table_options
 from repro.errors import UserError
 from repro.jobs.job import Job
 
@@ -110,7 +110,7 @@ def run_figure(figure: str, profile: str, cluster: str, overrides: tuple[str, ..
 @table_options
 def main(figure: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
     """Reproduce a figure of MT-Diffusion (6)."""
-    paths = run_figure(figure, profile, cluster, overrides, store, out_dir)
+    paths = run_figure(figure, profile, cluster, overrides, store, profile_out(out_dir, profile))
     print(f"figure {figure}: " + ", ".join(str(p) for p in paths.values()))
     print(Path(paths["md"]).read_text())
 

@@ -69,9 +69,11 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
     """List the jobs of one table (or `all`) with their state and logs."""
     from repro.config import available_tables, compose
     from repro.plan import plan
+    from repro.schema import check
 
     for t in available_tables() if table == "all" else [table]:
         cfg = compose(t, profile, cluster, overrides)
+        check(cfg)   # the plan of a config the table would refuse means nothing
         jobs = [r.job for r in plan(cfg)]
         print(f"table {t} ({profile} profile)")
         print(report(jobs, JobStore(store), queue_or_none(), lines))

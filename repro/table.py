@@ -18,7 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from repro.config import available_tables, compose
-from repro.cli import available_clusters, run, table_options
+from repro.cli import available_clusters, profile_out, run, table_options
 from repro.errors import UserError
 from repro.report.paper import column_names
 
@@ -29,8 +29,10 @@ def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before a job starts."""
     from repro.data.registry import check_data
     from repro.dispatch import check_cluster
+    from repro.schema import check
     from repro.tasks import check_task
 
+    check(cfg)   # types, ranges, names and relations of every value a job reads (repro/schema.py)
     check_cluster(cfg.cluster)
     if "mask_counts" in cfg.eval:
         counts = list(cfg.eval.mask_counts)
@@ -49,11 +51,38 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
     check_readings(cfg)
     check_data(cfg.data)
+    open_some_images(cfg.data)
     check_task(cfg)
     if cfg.features.kind == "pretrained" and cfg.table.evaluation == "lpips_restoration":
         from repro.weights import check_weights
 
         check_weights("lpips_alexnet", cfg.weights.lpips_alexnet)
+    from repro.weights import WEIGHTS, check_state_dict
+
+    for name, path in (cfg.get("weights") or {}).items():   # every configured file that is there:
+        if name in WEIGHTS and path and Path(str(path)).expanduser().is_file():   # the right network?
+            check_state_dict(name, path)
+
+
+IMAGES_OPENED = 8   # per split: enough to catch a folder of unreadable files, cheap on a cluster filesystem
+
+
+def open_some_images(data: DictConfig, k: int = IMAGES_OPENED) -> None:
+    """A user-held class-folder dataset (ImageNet): decode `k` files drawn at random (seeded) from
+    each split, so that a folder of truncated or non-image files stops the run before training,
+    with the file's path (repro.data.image_files.read_image), not hours into it."""
+    import random
+
+    from repro.data.image_files import read_image
+    from repro.data.imagenet import list_class_folders
+
+    if data.get("name") != "imagenet":
+        return
+    for key in ("root", "test_root"):
+        if data.get(key):
+            _, files = list_class_folders(Path(str(data[key])).expanduser(), f"data.{key}", f"set data.{key}")
+            for path, _ in random.Random(0).sample(files, min(k, len(files))):
+                read_image(path)
 
 
 def check_readings(cfg: DictConfig) -> None:
@@ -86,7 +115,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.plan import diagnose_plan, efficiency_plan, plan, readings, readings_line, reference_rows
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
-    from repro.report.render import render_table
+    from repro.report.render import render_table, staged
 
     if cluster not in available_clusters():
         raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
@@ -119,23 +148,26 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     notes = [readings_line(readings(cfg)), f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
     intervals, cells, interval_note = uncertainty_of(rows, js, results)
-    paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=notes,
-                         cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
-                         interval_note=interval_note,
-                         reference_rows=[r["name"] for r in reference_rows(cfg)])
-    paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
-    if cfg.table.evaluation == "lpips_restoration":
-        paths["figure"] = restoration_figure(cfg.table.key, rows, js, out_dir)
-    grids = sample_figures(cfg, rows, js, out_dir)
-    if grids:
-        paths["grids"] = grids[0].parent
-    curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, out_dir)
-    if curves:
-        paths["curves"] = curves
-    if points:
-        paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, out_dir)
-    if diagnostics:
-        paths["loss_by_t"] = write_loss_by_t(cfg.table.key, diagnostics, js, out_dir)
+    # Rendered into a staging folder and swapped in together: a kill mid-render keeps the old set.
+    with staged(out_dir, cfg.table.key) as stage:
+        paths = render_table(cfg.table.key, ours, provenance, stage, caption_notes=notes,
+                             cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
+                             interval_note=interval_note,
+                             reference_rows=[r["name"] for r in reference_rows(cfg)])
+        paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, stage)
+        if cfg.table.evaluation == "lpips_restoration":
+            paths["figure"] = restoration_figure(cfg.table.key, rows, js, stage)
+        grids = sample_figures(cfg, rows, js, stage)
+        if grids:
+            paths["grids"] = grids[0].parent
+        curves = write_loss_curves(cfg.table.key, [r.job for r in rows], js, stage)
+        if curves:
+            paths["curves"] = curves
+        if points:
+            paths["efficiency"] = write_efficiency_curves(cfg, rows, points, js, stage)
+        if diagnostics:
+            paths["loss_by_t"] = write_loss_by_t(cfg.table.key, diagnostics, js, stage)
+        paths = {name: Path(out_dir) / Path(p).relative_to(stage) for name, p in paths.items()}
     return paths
 
 
@@ -406,6 +438,7 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
     """Reproduce one table of MT-Diffusion (or `all`)."""
     from repro.readings import READINGS_SPEC, run_readings
 
+    out_dir = profile_out(out_dir, profile)
     if table == READINGS_SPEC:   # the readings study (repro/readings.py): Tables 1-2 under each named reading
         paths = run_readings(profile, cluster, overrides, store, out_dir, check=validate)
         print(f"{table}: " + ", ".join(str(p) for p in paths.values()))

@@ -28,22 +28,29 @@ class WeightFile:
     file: str
     source: str
     directory_ok: bool = False   # a folder will do as well (a diffusers model directory)
+    # A few weights the file must hold, with their shapes: enough to tell the right network
+    # from another state dict (the first convolution and the last layer). Empty: not checked
+    # (a TorchScript CLIP encoder, an LDM checkpoint or diffusers folder have their own loaders).
+    expected: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 WEIGHTS: dict[str, WeightFile] = {
     "lpips_alexnet": WeightFile(
         "LPIPS AlexNet weights", "weights.lpips_alexnet", "alexnet-owt-7be5be79.pth",
-        "torchvision's ImageNet AlexNet, which torchvision downloads to ~/.cache/torch/hub/checkpoints/"),
+        "torchvision's ImageNet AlexNet, which torchvision downloads to ~/.cache/torch/hub/checkpoints/",
+        expected=(("features.0.weight", (64, 3, 11, 11)), ("classifier.6.weight", (1000, 4096)))),
     "inception": WeightFile(
         "Inception weights", "weights.inception", "weights-inception-2015-12-05-6726825d.pth",
         "torch-fidelity's Inception-v3 (the TF FID network), which torch-fidelity downloads to "
-        "~/.cache/torch/hub/checkpoints/"),
+        "~/.cache/torch/hub/checkpoints/",
+        expected=(("Conv2d_1a_3x3.conv.weight", (32, 3, 3, 3)), ("fc.weight", (1008, 2048)))),
     "adm_64_classifier": WeightFile(
         "released guided-diffusion classifier", "weights.adm_64_classifier", "64x64_classifier.pt", _GUIDED),
     "adm_128_classifier": WeightFile(
         "released guided-diffusion classifier", "weights.adm_128_classifier", "128x128_classifier.pt", _GUIDED),
     "adm_128_diffusion": WeightFile(
-        "released guided-diffusion checkpoint", "weights.adm_128_diffusion", "128x128_diffusion.pt", _GUIDED),
+        "released guided-diffusion checkpoint", "weights.adm_128_diffusion", "128x128_diffusion.pt", _GUIDED,
+        expected=(("input_blocks.0.0.weight", (256, 3, 3, 3)),)),
     "autoencoder": WeightFile(
         "kl-f8 autoencoder weights", "task.autoencoder", "model.ckpt",
         "LDM's first-stage kl-f8 model (CompVis/latent-diffusion, models/first_stage_models/kl-f8), "
@@ -80,4 +87,28 @@ def check_weights(name: str, path: str | os.PathLike | None, *, needed_by: str |
     if not (p.is_file() or (w.directory_ok and p.is_dir())):
         raise UserError(f"{w.what} {p} not found: {w.file} comes from {w.source}; put it there "
                         f"or set {w.key}=/path/to/{w.file}")
+    return p
+
+
+def check_state_dict(name: str, path: str | os.PathLike) -> Path:
+    """`path` (as `check_weights` accepts it) read as a plain state dict (`weights_only`: a file
+    that would run code is refused) holding the registry's expected weights with their shapes;
+    a one-line `UserError` naming the file and the first mismatch otherwise."""
+    from repro.io import load_torch
+
+    w = weight_file(name)
+    p = check_weights(name, path)
+    if not w.expected or p.is_dir():
+        return p
+    state = load_torch(p, what=w.what)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{w.what} {p} holds a {type(state).__name__}, not a state dict: {w.file} comes from {w.source}")
+    for key, shape in w.expected:
+        got = getattr(state.get(key), "shape", None)
+        if got is None or tuple(got) != shape:
+            raise UserError(f"{w.what} {p} is not {w.file}: {key} is "
+                            f"{'missing' if got is None else tuple(got)} (expected {shape}); it comes from "
+                            f"{w.source} (set {w.key})")
     return p

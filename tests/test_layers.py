@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "repro.features", "repro.cli",
               "repro.__main__", "repro.*.__main__")),
     # repro.config composes a spec with hydra: the first step of planning, used by plan and the CLIs.
-    ("dispatch/plan", ("repro.dispatch", "repro.dispatch.*", "repro.plan", "repro.config")),
+    ("dispatch/plan", ("repro.dispatch", "repro.dispatch.*", "repro.plan", "repro.config", "repro.schema")),
     ("jobs", ("repro.jobs", "repro.jobs.*")),
     ("tasks", ("repro.tasks", "repro.tasks.*")),
     ("report", ("repro.report", "repro.report.*")),

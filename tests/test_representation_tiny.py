@@ -74,6 +74,7 @@ def test_encoder_is_the_unet_through_cross_attention_without_gradient():
 def test_paper_profile_names_the_missing_clip_encoder(tmp_path, capsys):
     for split in ("train", "val"):
         (tmp_path / "imagenet" / split / "n01440764").mkdir(parents=True)
+        __import__("PIL.Image").Image.new("RGB", (8, 8)).save((tmp_path / "imagenet" / split / "n01440764") / "a.png")   # decodable: the data checks pass
     code = cli(["representation", "--profile", "paper", "--store", str(tmp_path / "jobs"),
                 f"data.root={tmp_path}/imagenet/train", f"data.test_root={tmp_path}/imagenet/val",
                 f"weights.clip={tmp_path / 'clip-vit-h.pt'}"])

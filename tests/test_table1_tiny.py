@@ -102,3 +102,30 @@ def test_job_folders_are_self_describing(table1):
             assert (d / f).exists(), (d, f)
         assert json.loads((d / "status.json").read_text())["state"] == "done"
         assert not list(d.glob(".*.tmp"))
+
+
+def test_a_fresh_store_in_another_process_gives_identical_values(table1, tmp_path):
+    """Same command, same numbers: a second fresh-store run (its own process, data and store, the
+    same thread count) reproduces every value bit for bit; each job records its threads."""
+    import os
+    import subprocess
+    import sys
+    import torch
+
+    root, _ = table1
+    repo = Path(__file__).resolve().parents[1]
+    args = ["1", "--profile", "tiny", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "tables"),
+            f"data.root={tmp_path / 'data'}"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-m", "repro.table", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def values(folder: Path) -> dict:
+        doc = json.loads((folder / "table1.json").read_text())
+        return {r["row"]: {c: cell["ours"] for c, cell in r["cells"].items()} for r in doc["rows"]}
+
+    assert values(tmp_path / "tables") == values(root / "tables")
+    for result in (tmp_path / "jobs").glob("*/result.json"):
+        prov = json.loads(result.read_text())["provenance"]
+        assert prov["torch_threads"] == torch.get_num_threads() and prov["torch_interop_threads"] >= 1

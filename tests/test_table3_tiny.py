@@ -82,6 +82,7 @@ def test_models_are_shared_with_table2(profile):
 def paper_args(tmp_path, table: str, *extra: str) -> list[str]:
     for split in ("train", "val"):
         (tmp_path / split / "n01440764").mkdir(parents=True, exist_ok=True)
+        __import__("PIL.Image").Image.new("RGB", (8, 8)).save((tmp_path / split / "n01440764") / "a.png")   # decodable: the data checks pass
     return [table, "--profile", "paper", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "tables"),
             f"data.root={tmp_path / 'train'}", f"data.test_root={tmp_path / 'val'}", *extra]
 
@@ -92,14 +93,16 @@ def test_paper_profile_names_missing_weights(tmp_path, capsys):
         assert cli(paper_args(tmp_path, table, f"weights.inception={tmp_path / 'weights-inception-2015-12-05-6726825d.pth'}")) == 2
         err = capsys.readouterr().err
         assert "weights-inception-2015-12-05-6726825d.pth" in err and "torch-fidelity" in err
-    fake = tmp_path / "inception.pth"
-    fake.write_bytes(b"0")
+    fake = tmp_path / "inception.pth"   # holds the weights repro.weights checks (names and shapes)
+    import torch
+
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3), "fc.weight": torch.zeros(1008, 2048)}, fake)
     assert cli(paper_args(tmp_path, "3", f"weights.inception={fake}",
                           f"weights.adm_128_diffusion={tmp_path / 'ckpt' / '128x128_diffusion.pt'}")) == 2
     err = capsys.readouterr().err
     assert "128x128_diffusion.pt" in err and "guided-diffusion" in err and err.count("\n") == 1
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "128x128_diffusion.pt").write_bytes(b"0")
+    torch.save({"input_blocks.0.0.weight": torch.zeros(256, 3, 3, 3)}, tmp_path / "ckpt" / "128x128_diffusion.pt")
     assert cli(paper_args(tmp_path, "3", f"weights.inception={fake}",
                           f"weights.adm_128_diffusion={tmp_path / 'ckpt' / '128x128_diffusion.pt'}",
                           f"weights.adm_128_classifier={tmp_path / 'ckpt' / '128x128_classifier.pt'}")) == 2

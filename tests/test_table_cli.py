@@ -38,9 +38,24 @@ def test_bad_input_exits_2_with_one_line_before_any_job(tmp_path, args, needle):
 
 
 def test_paper_profile_names_missing_weights_when_data_exists(tmp_path):
-    for split in ("train", "val"):
+    from PIL import Image
+
+    for split in ("train", "val"):   # one decodable image per split: the data checks pass
         (tmp_path / "imagenet" / split / "n01440764").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "imagenet" / split / "n01440764" / "a.png")
     proc = run_cli(tmp_path, "1", "--profile", "paper", f"data.root={tmp_path}/imagenet/train",
                    f"data.test_root={tmp_path}/imagenet/val", f"weights.lpips_alexnet={tmp_path}/alexnet.pth")
     assert proc.returncode == 2
     assert "alexnet-owt-7be5be79.pth" in proc.stderr and str(tmp_path / "alexnet.pth") in proc.stderr
+
+
+def test_paper_profile_opens_some_images_before_any_job(tmp_path):
+    """A class folder of files that are not images stops the run with the file's path."""
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split / "n01440764").mkdir(parents=True)
+        (tmp_path / "imagenet" / split / "n01440764" / "a.JPEG").write_bytes(b"not a jpeg")
+    proc = run_cli(tmp_path, "1", "--profile", "paper", f"data.root={tmp_path}/imagenet/train",
+                   f"data.test_root={tmp_path}/imagenet/val")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot read image" in proc.stderr and "a.JPEG" in proc.stderr
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "tables").exists()

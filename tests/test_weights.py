@@ -47,3 +47,36 @@ def test_metric_modules_use_the_registry_names():
     from repro.metrics import ALEXNET_FILE, INCEPTION_FILE
 
     assert ALEXNET_FILE == "alexnet-owt-7be5be79.pth" and INCEPTION_FILE == "weights-inception-2015-12-05-6726825d.pth"
+
+
+def test_state_dict_check_reads_keys_and_shapes_and_refuses_code(tmp_path):
+    import pickle
+
+    import torch
+
+    from repro.weights import check_state_dict
+
+    good = {"features.0.weight": torch.zeros(64, 3, 11, 11), "classifier.6.weight": torch.zeros(1000, 4096)}
+    torch.save(good, tmp_path / "good.pth")
+    assert check_state_dict("lpips_alexnet", tmp_path / "good.pth") == tmp_path / "good.pth"
+    torch.save({**good, "classifier.6.weight": torch.zeros(10, 4096)}, tmp_path / "shape.pth")
+    with pytest.raises(UserError, match=r"classifier.6.weight is \(10, 4096\) \(expected \(1000, 4096\)\)"):
+        check_state_dict("lpips_alexnet", tmp_path / "shape.pth")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="features.0.weight is missing"):
+        check_state_dict("lpips_alexnet", tmp_path / "other.pth")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(UserError, match="holds a list, not a state dict"):
+        check_state_dict("lpips_alexnet", tmp_path / "list.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match=r"LPIPS AlexNet weights .*junk.pth"):   # one line, no traceback
+        check_state_dict("lpips_alexnet", tmp_path / "junk.pth")
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    torch.save({"x": Boom()}, tmp_path / "crafted.pth", pickle_module=pickle)
+    with pytest.raises(UserError, match="refused to load"):
+        check_state_dict("lpips_alexnet", tmp_path / "crafted.pth")
+    assert not (tmp_path / "ran").exists()

@@ -8,7 +8,9 @@ the one samples format (`repro.jobs.samples`).
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+import time
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,9 +62,9 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         classes = torch.as_tensor(test.labels[:n])
         arrays["mask"] = masks[:, 0].to(torch.uint8).numpy()
     else:
-        images, classes = generate(task, variant, model, process, n=n, resolution=res,
-                                   condition=row.get("condition", "none"), sampler=row.get("sampler", "ancestral"),
-                                   **common)
+        images, classes = _generate_resumable(out, cfg, n, functools.partial(
+            generate, task, variant, model, process, resolution=res, condition=row.get("condition", "none"),
+            sampler=row.get("sampler", "ancestral"), **common))
     rounding = cfg["eval"]["uint8_rounding"]   # ADM's export truncates (paper profile)
     samples.write(out, "generations", {"images": to_uint8(images, rounding), "labels": classes.numpy().astype(np.int64),
                                        **arrays})
@@ -70,3 +72,32 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     return {"samples": samples.FILE, "kind": "generations", "n_images": len(images), "sampling_steps": process.num_steps,
             "training_steps": snapshot if snapshot is not None else train_cfg.get("train", {}).get("steps"),
             "uint8_rounding": rounding, **extra}
+
+
+BATCH_FILE = "checkpoint_batches/{b:05d}.npz"   # resume state (repro.jobs.store.RESUME_STATE)
+
+
+def _generate_resumable(out: JobDir, cfg: dict, n: int, draw: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw(n=..)`'s images and classes, one batch at a time, each saved as it finishes (through
+    the store's manifest) and reused by a re-run after a kill: batch b has its own seed
+    (`generate(first_batch=b)`), so a resumed job's samples are bit-identical to an
+    uninterrupted one's. `sample.sleep_s` (tests only) slows each batch enough to kill it."""
+    from repro.io import atomic_save_npz
+
+    bs = cfg["sample"]["batch_size"]
+    images, classes = [], []
+    for b, lo in enumerate(range(0, n, bs)):
+        path = out / BATCH_FILE.format(b=b)
+        if path.is_file():      # written whole (atomic, checked by the store's scrub on start)
+            with np.load(path) as f:
+                images.append(torch.from_numpy(f["images"]))
+                classes.append(torch.from_numpy(f["labels"]))
+            continue
+        x, y = draw(n=min(bs, n - lo), first_batch=b)
+        atomic_save_npz(path, images=x.numpy(), labels=y.numpy())
+        images.append(x)
+        classes.append(y)
+        if cfg["sample"].get("sleep_s"):
+            time.sleep(cfg["sample"]["sleep_s"])
+    return torch.cat(images), torch.cat(classes)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from repro.cli import out_option, run
+from repro.errors import UserError
 from repro.io import atomic_write_text
 from repro.report.dense_figures import denoising_section
 from repro.report.paper import table_spec, table_ids
@@ -66,6 +67,9 @@ def write_report_tex(out_dir: Path, stems: list[str]) -> Path:
 @click.command()
 @out_option
 def main(out_dir: Path) -> None:
+    if not out_dir.is_dir():   # a typo'd folder must not be created and filled with an empty page
+        raise UserError(f"tables folder {out_dir} not found: render tables first (python -m repro.table N "
+                        f"--out {out_dir}) or pass --out <folder with tableN.json>")
     ids = [t for t in table_ids() if (out_dir / f"{table_spec(t).stem}.json").exists()]
     index = render_index(out_dir, ids, figures=FIGURES)
     extra = [s for s in (denoising_section(out_dir), figures_section(out_dir)) if s]

@@ -128,8 +128,11 @@ def generate(task: Task, variant: str, model: nn.Module, process: MTProcess, *, 
              resolution: int, seed: int, condition: str = "none", sampler: str = "ancestral",
              prior: str = "paper", clip_denoised: bool = True, classifier: nn.Module | None = None,
              guidance_scale: float = 0.0, num_classes: int | None = None,
-             progress: bool = True) -> tuple[Tensor, Tensor]:
-    """`n` images in [-1, 1] (n, 3, H, W) and their classes (the drawn, target or predicted one; -1 if none)."""
+             progress: bool = True, first_batch: int = 0) -> tuple[Tensor, Tensor]:
+    """`n` images in [-1, 1] (n, 3, H, W) and their classes (the drawn, target or predicted one; -1 if none).
+
+    Batch b draws from its own seed, so batches `first_batch`, `first_batch + 1`, ... of a
+    longer run come out the same when asked for alone (how a sampling job resumes)."""
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     n_classes = task.num_classes or num_classes
@@ -138,7 +141,7 @@ def generate(task: Task, variant: str, model: nn.Module, process: MTProcess, *, 
     images, classes = [], []
     for b, lo in enumerate(range(0, n, batch_size)):
         m = min(batch_size, n - lo)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + first_batch + b)
         shape = (m, 3, resolution, resolution)
         y = torch.randint(n_classes, (m,), generator=g) if n_classes else torch.full((m,), -1)
         net = functools.partial(model, **task.network_inputs(variant, y))
