@@ -9,10 +9,17 @@ Two head layouts of the fused qkv projection exist in the released checkpoints:
 legacy (per head [q_h, k_h, v_h], the 128x128 model) and new (all q, then all k, then
 all v, the 64x64 model with use_new_attention_order=True). They compute the same
 function up to a permutation of the projection rows.
+
+Two kernels compute the attention itself: ADM's einsum formulation (the default, what the
+released models were trained with) and torch's fused `scaled_dot_product_attention`
+(`use_sdpa=True`), which on a GPU runs flash / memory-efficient kernels that never hold
+the (T x S) weight matrix; at 64x64 with attention at 32x32 that matrix is 1024x1024 per
+head and sample, the largest activation of the network.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repro.nn.blocks import ContextBlock, maybe_checkpoint, normalization, zero_module
@@ -28,12 +35,17 @@ def split_qkv(qkv: Tensor, num_heads: int, legacy: bool) -> tuple[Tensor, Tensor
     return tuple(u.reshape(bs * num_heads, ch, length) for u in (q, k, v))
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, use_sdpa: bool = False) -> Tensor:
     """softmax(q^T k / sqrt(C)) applied to v; q (N, C, T), k and v (N, C, S) -> (N, C, T).
 
-    The 1/sqrt(C) is split as C^(-1/4) on q and on k: the logits stay in fp16 range.
-    The softmax runs in float32.
+    einsum path (ADM's): the 1/sqrt(C) is split as C^(-1/4) on q and on k so that the
+    logits stay in fp16 range, and the softmax runs in float32. sdpa path: torch's fused
+    kernel on the (N, T, C) layout it expects; its kernels keep the softmax statistics in
+    float32 themselves.
     """
+    if use_sdpa:
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
     scale = q.shape[1] ** -0.25
     logits = torch.einsum("nct,ncs->nts", q * scale, k * scale)
     weights = torch.softmax(logits.float(), dim=-1).type(logits.dtype)
@@ -46,7 +58,8 @@ class AttentionBlock(ContextBlock):
     `num_head_channels` (if not -1) fixes the width per head, otherwise `num_heads` fixes
     the number of heads. With `encoder_channels` set, a context sequence (B, L, D) is
     projected to extra keys and values that every query can also attend to; when it is
-    None the block has exactly the parameters of the released checkpoints.
+    None the block has exactly the parameters of the released checkpoints. `use_sdpa`
+    selects the attention kernel (see `attend`); parameters do not depend on it.
     """
 
     def __init__(
@@ -57,8 +70,10 @@ class AttentionBlock(ContextBlock):
         use_checkpoint: bool = False,
         use_new_attention_order: bool = False,
         encoder_channels: int | None = None,
+        use_sdpa: bool = False,
     ):
         super().__init__()
+        self.use_sdpa = use_sdpa
         if num_head_channels == -1:
             self.num_heads = num_heads
         else:
@@ -95,7 +110,7 @@ class AttentionBlock(ContextBlock):
             kv = self.encoder_kv(context.transpose(1, 2).to(x.dtype))
             ek, ev = kv.reshape(b * self.num_heads, 2 * (c // self.num_heads), -1).chunk(2, dim=1)
             k, v = torch.cat([ek, k], dim=-1), torch.cat([ev, v], dim=-1)
-        h = attend(q, k, v).reshape(b, c, -1)
+        h = attend(q, k, v, self.use_sdpa).reshape(b, c, -1)
         return (x + self.proj_out(h)).reshape(b, c, *spatial)
 
 
@@ -107,8 +122,10 @@ class AttentionPool2d(nn.Module):
     over all tokens, projected to `output_dim` (the class logits).
     """
 
-    def __init__(self, spacial_dim: int, embed_dim: int, num_head_channels: int, output_dim: int | None = None):
+    def __init__(self, spacial_dim: int, embed_dim: int, num_head_channels: int, output_dim: int | None = None,
+                 use_sdpa: bool = False):
         super().__init__()
+        self.use_sdpa = use_sdpa
         self.positional_embedding = nn.Parameter(torch.randn(embed_dim, spacial_dim**2 + 1) / embed_dim**0.5)
         self.qkv_proj = nn.Conv1d(embed_dim, 3 * embed_dim, 1)
         self.c_proj = nn.Conv1d(embed_dim, output_dim or embed_dim, 1)
@@ -120,5 +137,5 @@ class AttentionPool2d(nn.Module):
         x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1)
         x = x + self.positional_embedding[None].to(x.dtype)
         q, k, v = split_qkv(self.qkv_proj(x), self.num_heads, legacy=False)
-        h = attend(q, k, v).reshape(b, c, -1)
+        h = attend(q, k, v, self.use_sdpa).reshape(b, c, -1)
         return self.c_proj(h)[:, :, 0]

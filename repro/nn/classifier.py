@@ -29,7 +29,7 @@ class EncoderUNetModel(nn.Module):
 
     pool: "adaptive" (norm, SiLU, global average, zero 1x1 conv), "attention" (norm,
     SiLU, AttentionPool2d), "spatial" / "spatial_v2" (MLP on the spatial means of every
-    encoder block's output). Other arguments as UNetModel.
+    encoder block's output). Other arguments (use_sdpa included) as UNetModel.
     """
 
     # MTDiffusionModel calls heads that declare this with (features, t).
@@ -54,6 +54,7 @@ class EncoderUNetModel(nn.Module):
         resblock_updown: bool = False,
         use_new_attention_order: bool = False,
         pool: str = "adaptive",
+        use_sdpa: bool = False,
     ):
         super().__init__()
         if pool not in POOLS:
@@ -69,7 +70,8 @@ class EncoderUNetModel(nn.Module):
 
         def attn(ch: int) -> AttentionBlock:
             return AttentionBlock(ch, num_heads=num_heads, num_head_channels=num_head_channels,
-                                  use_checkpoint=use_checkpoint, use_new_attention_order=use_new_attention_order)
+                                  use_checkpoint=use_checkpoint, use_new_attention_order=use_new_attention_order,
+                                  use_sdpa=use_sdpa)
 
         self.time_embed = time_embed_mlp(model_channels)
         self.input_blocks, chans, ch, ds = build_down_path(
@@ -88,7 +90,7 @@ class EncoderUNetModel(nn.Module):
                 raise UserError("classifier pool 'attention' needs num_head_channels (ADM uses 64)")
             self.out = nn.Sequential(
                 normalization(ch), nn.SiLU(),
-                AttentionPool2d(image_size // ds, ch, num_head_channels, out_channels),
+                AttentionPool2d(image_size // ds, ch, num_head_channels, out_channels, use_sdpa=use_sdpa),
             )
         else:
             # Spatial means of every encoder block's output plus the middle block's.
@@ -102,6 +104,7 @@ class EncoderUNetModel(nn.Module):
 
     def convert_to_fp16(self) -> None:
         """Run the trunk in half precision (guided-diffusion's use_fp16 path)."""
+        self.dtype = torch.float16   # the trunk's input is cast to it in forward
         convert_convs_to_fp16(self.input_blocks)
         convert_convs_to_fp16(self.middle_block)
 

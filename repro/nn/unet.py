@@ -80,7 +80,12 @@ def time_embed_mlp(model_channels: int) -> nn.Sequential:
 
 
 def convert_convs_to_fp16(module: nn.Module) -> None:
-    """Cast conv weights to half, as guided-diffusion's fp16 mode (norms and linears stay fp32)."""
+    """Cast conv weights to half, as guided-diffusion's fp16 mode does.
+
+    Norms and linears stay fp32 (guided-diffusion converts Conv1d/2d/3d only): the
+    timestep-embedding projections of the res blocks run in fp32 and their output is cast
+    to the trunk's dtype, and every group norm computes in fp32 (GroupNorm32).
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             m.half()
@@ -93,6 +98,9 @@ class UNetModel(nn.Module):
     downsample rates (image_size // resolution). Additions for MT-Diffusion:
     `extra_in_channels` (channels of `cond` concatenated to x, MT-Diffusion-X) and
     `encoder_channels` (width of a cross-attention context, None = no cross-attention).
+    Speed switches that change no parameter (defaults = ADM's computation): `use_sdpa`
+    (fused attention kernel, repro.nn.attention.attend), `use_checkpoint` (recompute the
+    res/attention blocks in backward), convert_to_fp16() (ADM's fp16 trunk, as use_fp16 does there).
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class UNetModel(nn.Module):
         use_new_attention_order: bool = False,
         extra_in_channels: int = 0,
         encoder_channels: int | None = None,
+        use_sdpa: bool = False,
     ):
         super().__init__()
         if num_heads_upsample == -1:
@@ -139,7 +148,7 @@ class UNetModel(nn.Module):
         def attn(ch: int, heads: int = num_heads) -> AttentionBlock:
             return AttentionBlock(ch, num_heads=heads, num_head_channels=num_head_channels,
                                   use_checkpoint=use_checkpoint, use_new_attention_order=use_new_attention_order,
-                                  encoder_channels=encoder_channels)
+                                  encoder_channels=encoder_channels, use_sdpa=use_sdpa)
 
         self.time_embed = time_embed_mlp(model_channels)
         if num_classes is not None:
@@ -172,6 +181,7 @@ class UNetModel(nn.Module):
 
     def convert_to_fp16(self) -> None:
         """Run the trunk in half precision (guided-diffusion's use_fp16 path)."""
+        self.dtype = torch.float16   # the trunk's input is cast to it in forward
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
             convert_convs_to_fp16(part)
 

@@ -1,0 +1,210 @@
+"""python -m repro.bench [--profile smoke] [--iters 20] [--json]: per-iteration cost of training and sampling.
+
+A benchmark, not a test. It measures, at a profile's model size and on random data:
+
+  * one training iteration (Algorithm 2: forward, backward, AdamW step) and one sampling
+    network call (Algorithm 1) of each variant of Table 2's backbone: ADM, MT-Diffusion-U,
+    -X (masked image), -M, -E (image-label), with each variant's ratio to ADM. The ratio is
+    the paper's overhead claim (Appendix E.5: two-modality MT-Diffusion costs about 10%
+    more training time per iteration than single-task diffusion);
+  * the FLOPs of a training iteration (torch's FlopCounterMode) and the achieved FLOP/s
+    against the same run's matmul rate;
+  * each fast path (repro.nn.fast_paths, repro.nn.precision) on ADM: step time, sampling
+    evaluations per second and the training step's peak memory, against the default path;
+  * the evaluation feature network's images per second, and the process's peak RSS;
+  * with --paper-configs: every distinct paper-profile network at full size (one training
+    step and one sampling call at batch 1): wall time and peak memory per configuration.
+
+Timings are medians over `--iters` repetitions after a warm-up. On a shared machine
+compare ratios from one run, not numbers across runs. The default output is text;
+--json prints one JSON object instead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import torch
+
+from repro.bench.measure import (
+    PeakMemory, SavedActivations, count_flops, interleaved_medians, matmul_rate, median_seconds, peak_rss_bytes,
+)
+from repro.bench.networks import build, job_config, sampling_call, train_step
+from repro.bench.paper_configs import bench_paper_configs
+from repro.config import compose
+from repro.errors import UserError
+
+# Table 2's models: every MT-Diffusion variant on one backbone (bench name -> spec model).
+VARIANT_MODELS = {"adm": "adm", "U": "mt_u", "X": "mt_x", "M": "mt_m", "E": "mt_e"}
+# Fast-path settings timed on ADM: name -> (sdpa, channels_last, checkpoint, precision).
+FAST_PATHS = {
+    "default": (False, False, False, "fp32"),
+    "sdpa": (True, False, False, "fp32"),
+    "channels_last": (False, True, False, "fp32"),
+    "checkpoint": (False, False, True, "fp32"),
+    "bf16": (False, False, False, "bf16"),
+    "sdpa+channels_last+bf16": (True, True, False, "bf16"),
+}
+MB = 2**20
+
+
+def bench_variants(configs: dict[str, dict[str, Any]], iters: int, device: str,
+                   sample_batch: int) -> dict[str, dict[str, float]]:
+    """Training step and sampling call of every variant, timed round-robin; FLOPs per step."""
+    steps, calls, out = {}, {}, {}
+    for name, config in configs.items():
+        built = build(config)
+        steps[name] = train_step(config, built, int(config["train"]["batch_size"]), device=device)
+        calls[name] = sampling_call(config, built, sample_batch, device=device)
+        out[name] = {"parameters": sum(p.numel() for p in built.model.parameters()),
+                     "train_flops": count_flops(steps[name])}
+    train_s = interleaved_medians(steps, iters, device=device)
+    sample_s = interleaved_medians(calls, iters, device=device)
+    for name, v in out.items():
+        v.update(train_s=train_s[name], train_flops_per_s=v["train_flops"] / train_s[name],
+                 sample_step_s=sample_s[name], sample_evals_per_s=sample_batch / sample_s[name])
+    return out
+
+
+def bench_fast_paths(config: dict[str, Any], iters: int, device: str, sample_batch: int) -> dict[str, dict[str, Any]]:
+    """Every FAST_PATHS setting on one network (same weights): step time, sampling rate,
+    activations kept for backward, and (CUDA) the training step's peak memory; timed round-robin."""
+    from repro.nn.fast_paths import set_fast_paths, to_channels_last
+
+    steps, calls, out = {}, {}, {}
+    for name, (sdpa, channels_last, checkpoint, precision) in FAST_PATHS.items():
+        built = build(config)
+        set_fast_paths(built.model, sdpa=sdpa, checkpoint=checkpoint)
+        if channels_last:
+            to_channels_last(built.model)
+        opts = dict(device=device, precision=precision, channels_last=channels_last)
+        steps[name] = train_step(config, built, int(config["train"]["batch_size"]), **opts)
+        calls[name] = sampling_call(config, built, sample_batch, **opts)
+        steps[name]()                       # optimiser state allocated before memory is measured
+        with PeakMemory(device) as mem, SavedActivations(built.model) as saved:
+            steps[name]()
+        # On a CPU the RSS hides the allocator's reuse of freed memory: only CUDA's peak is reported.
+        out[name] = {"train_saved_activations_mb": saved.bytes / MB,
+                     "train_peak_mb": mem.peak_bytes / MB if device == "cuda" else None}
+    train_s = interleaved_medians(steps, iters, device=device)
+    sample_s = interleaved_medians(calls, iters, device=device)
+    base = out["default"]
+    for name, v in out.items():
+        v.update(train_s=train_s[name], sample_evals_per_s=sample_batch / sample_s[name],
+                 train_speedup=train_s["default"] / train_s[name], sample_speedup=sample_s["default"] / sample_s[name],
+                 saved_activations_ratio=v["train_saved_activations_mb"] / base["train_saved_activations_mb"],
+                 train_peak_ratio=v["train_peak_mb"] / base["train_peak_mb"] if base["train_peak_mb"] else None)
+    return out
+
+
+def eval_images_per_s(cfg, iters: int, device: str) -> dict[str, Any]:
+    """Throughput of the evaluation's feature network (FID/IS/LPIPS features) on random images."""
+    batch, res = int(cfg.eval.batch_size), int(cfg.data.resolution)
+    if cfg.features.kind == "embedded":
+        from repro.data.embedded import NUM_CLASSES
+        from repro.metrics.feature_net import FeatureNet, FeatureNetConfig
+
+        net, name = FeatureNet(FeatureNetConfig(num_classes=NUM_CLASSES)), "FeatureNet (embedded)"
+        fn = net.embed
+    else:   # the architecture of the pretrained Inception-v3 (throughput does not depend on the weights)
+        from torchvision.models import inception_v3
+
+        net, name = inception_v3(weights=None, aux_logits=False, init_weights=False), "Inception-v3 (299 px)"
+        res = 299
+        fn = net
+    net = net.to(device).eval()
+    x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    with torch.no_grad():
+        seconds = median_seconds(lambda: fn(x), iters, device=device)
+    return {"network": name, "batch": batch, "images_per_s": batch / seconds}
+
+
+def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> dict[str, Any]:
+    cfg = compose(table, profile)
+    sample_batch = int(cfg.sample.batch_size)
+    configs = {v: job_config(cfg, m) for v, m in VARIANT_MODELS.items()}
+    variants = bench_variants(configs, iters, device, sample_batch)
+    rate = matmul_rate(device)
+    for v in variants.values():
+        v["train_vs_adm"] = v["train_s"] / variants["adm"]["train_s"]
+        v["sample_vs_adm"] = v["sample_step_s"] / variants["adm"]["sample_step_s"]
+        v["train_flops_vs_matmul"] = v["train_flops_per_s"] / rate
+    out: dict[str, Any] = {
+        "profile": profile, "table": table, "device": device, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "iters": iters,
+        "train_batch": int(cfg.train.batch_size), "sample_batch": sample_batch,
+        "resolution": int(cfg.data.resolution),
+        "matmul_flops_per_s": {"fp32": rate, "bf16": matmul_rate(device, torch.bfloat16)},
+        "variants": variants,
+    }
+    if fast_paths:
+        out["fast_paths"] = bench_fast_paths(configs["adm"], iters, device, sample_batch)
+    out["eval"] = eval_images_per_s(cfg, iters, device)
+    out["estimated_train_minutes_X"] = variants["X"]["train_s"] * int(cfg.train.steps) / 60
+    out["peak_rss_mb"] = peak_rss_bytes() / MB
+    return out
+
+
+def print_text(res: dict[str, Any]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(res["variants"]).T[["parameters", "train_s", "sample_step_s", "train_vs_adm",
+                                             "sample_vs_adm", "train_flops_vs_matmul"]]
+    print(f"profile {res['profile']} (table {res['table']}): batch {res['train_batch']} (train), "
+          f"{res['sample_batch']} (sample), {res['resolution']}px, {res['threads']} torch threads on "
+          f"{res['device']}, median of {res['iters']}")
+    print(frame.to_string(float_format=lambda v: f"{v:.4g}"))
+    if "fast_paths" in res:
+        print("\nfast paths on ADM:")
+        print(pd.DataFrame(res["fast_paths"]).T.to_string(float_format=lambda v: f"{v:.4g}"))
+    ev = res["eval"]
+    print(f"\nevaluation features: {ev['images_per_s']:.4g} images/s ({ev['network']}, batch {ev['batch']}); "
+          f"peak RSS {res['peak_rss_mb']:.0f} MB")
+    print(f"estimated training time per model: {res['estimated_train_minutes_X']:.1f} min (X variant)")
+
+
+@click.command()
+@click.option("--profile", default="smoke", show_default=True)
+@click.option("--table", default="2", show_default=True, help="spec whose models are timed (Table 2 has every variant)")
+@click.option("--iters", default=20, show_default=True, help="timed repetitions (median reported)")
+@click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the text tables")
+@click.option("--fast-paths/--no-fast-paths", default=True, show_default=True, help="time each fast path on ADM")
+@click.option("--paper-configs", is_flag=True, help="only: every paper-profile network at full size, batch 1")
+def main(profile: str, table: str, iters: int, threads: int, device: str, as_json: bool, fast_paths: bool,
+         paper_configs: bool) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    if iters < 1:
+        raise UserError(f"--iters must be at least 1, got {iters}")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise UserError(f"--device {device!r}: choose cpu, or cuda on a machine with a GPU")
+    if paper_configs:
+        rows = bench_paper_configs(device)
+        if as_json:
+            json.dump({"device": device, "threads": torch.get_num_threads(), "paper_configs": rows}, sys.stdout, indent=1)
+            print()
+        else:
+            import pandas as pd
+            print(pd.DataFrame(rows).drop(columns=["used_by", "loss"], errors="ignore").to_string(
+                float_format=lambda v: f"{v:.4g}"))
+        return
+    res = run(profile, iters, device, table, fast_paths)
+    if as_json:
+        json.dump(res, sys.stdout, indent=1)
+        print()
+    else:
+        print_text(res)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from repro.cli import run as run_command
+
+    return run_command(main, "python -m repro.bench", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,89 @@
+"""python -m repro.bench: the JSON report's structure on a tiny run, and its measurements
+against hand-computed values (no timing assertions: timings depend on the machine)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from repro.bench.__main__ import FAST_PATHS, VARIANT_MODELS, cli, main
+from repro.bench.measure import SavedActivations, count_flops, median_seconds
+
+
+@pytest.fixture(scope="module")
+def tiny_report() -> dict:
+    result = CliRunner().invoke(main, ["--profile", "tiny", "--iters", "1", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_json_report_has_every_measurement(tiny_report):
+    r = tiny_report
+    assert r["profile"] == "tiny" and r["device"] == "cpu"
+    assert set(r["variants"]) == set(VARIANT_MODELS)
+    for name, v in r["variants"].items():
+        for key in ("parameters", "train_s", "train_flops", "train_flops_per_s", "train_flops_vs_matmul",
+                    "sample_step_s", "sample_evals_per_s", "train_vs_adm", "sample_vs_adm"):
+            assert v[key] > 0, (name, key)
+        assert v["train_flops_per_s"] == pytest.approx(v["train_flops"] / v["train_s"])
+        assert v["sample_evals_per_s"] == pytest.approx(r["sample_batch"] / v["sample_step_s"])
+    assert r["variants"]["adm"]["train_vs_adm"] == 1.0
+    # Same backbone: every variant has at least ADM's parameters and FLOPs (heads, extra inputs add).
+    adm = r["variants"]["adm"]
+    for v in r["variants"].values():
+        assert v["parameters"] >= adm["parameters"] and v["train_flops"] >= adm["train_flops"]
+    assert r["variants"]["E"]["parameters"] > r["variants"]["M"]["parameters"]   # the classifier head
+    assert set(r["fast_paths"]) == set(FAST_PATHS)
+    for p in r["fast_paths"].values():
+        for key in ("train_s", "sample_evals_per_s", "train_peak_mb", "train_saved_activations_mb",
+                    "train_speedup", "sample_speedup", "saved_activations_ratio"):
+            assert key in p
+    # Checkpointing keeps fewer activations for backward.
+    assert r["fast_paths"]["checkpoint"]["saved_activations_ratio"] < 0.7
+    assert r["matmul_flops_per_s"]["fp32"] > 0 and r["eval"]["images_per_s"] > 0 and r["peak_rss_mb"] > 0
+
+
+def test_text_output_stays_the_default():
+    result = CliRunner().invoke(main, ["--profile", "tiny", "--iters", "1", "--threads", "1", "--no-fast-paths"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("profile tiny (table 2)")
+    assert "train_vs_adm" in result.output and "fast paths" not in result.output
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert cli(["--iters", "0"]) == 2
+    assert cli(["--device", "tpu"]) == 2
+    assert cli(["--profile", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 3
+
+
+def test_flop_count_of_a_linear_layer_by_hand():
+    layer = torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(4, 16, requires_grad=True)
+    # forward 2*4*16*8; backward: grad wrt input and wrt weight, each the same matmul size.
+    assert count_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 4 * 16 * 8
+
+
+def test_saved_activations_counts_what_backward_keeps():
+    w = torch.nn.Parameter(torch.randn(32, 32))
+    model = torch.nn.Module()
+    model.w = w
+    x = torch.randn(64, 32)
+    with SavedActivations(model) as saved:
+        y = torch.tanh(x @ w)          # mm saves x (and w, a parameter: excluded); tanh saves its output
+    assert saved.bytes == 2 * 64 * 32 * 4
+    y.sum().backward()
+
+
+def test_median_seconds_is_the_median(monkeypatch):
+    durations = iter([0.0, 0.0, 3.0, 1.0, 2.0])     # two warm-up calls, then 3, 1, 2 "seconds"
+    clock = {"t": 0.0}
+
+    def fake() -> None:
+        clock["t"] += next(durations)
+    import repro.bench.measure as m
+    monkeypatch.setattr(m.time, "perf_counter", lambda: clock["t"])
+    assert median_seconds(fake, iters=3, warmup=2) == 2.0
