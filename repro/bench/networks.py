@@ -95,12 +95,12 @@ def spec_classifiers(profile: str, specs: tuple[str, ...] | None = None) -> list
 
 
 def build(config: Mapping[str, Any]) -> Built:
-    """Task, network, process, encoders and head kinds of a train job config (repro.jobs.train)."""
-    from repro.jobs.train import build as build_train
+    """Task, network, process, encoders and head kinds of a train job config (repro.jobs.trained)."""
+    from repro.jobs.trained import build_diffusion as build_train
 
     torch.manual_seed(int(config.get("seed", 0)))     # as the train job: the same weights for the same config
     task, model, process = build_train(config)
-    encoders = task.encoders(config["model"]["variant"])
+    encoders = task.encoders(model, config["model"]["variant"])
     return Built(task, model, process, encoders, {k: v for k, v in task.kinds.items() if k in encoders})
 
 
