@@ -146,7 +146,7 @@ def train_step(config: Mapping[str, Any], built: Built, batch: int = 1, seed: in
     z0, x, net_inputs = (_to(v, device, channels_last) for v in random_batch(config, built.task, batch, g))
     net = functools.partial(model, **net_inputs) if net_inputs else model
     opt = torch.optim.AdamW(model.parameters(), lr=float(config["train"]["lr"]), weight_decay=0.0)
-    lam = float(config["diffusion"]["lam"])
+    lam = float(config["diffusion"].get("lam", 0.0))   # absent from a single-modality job's config: it reads no λ
 
     def step() -> float:
         from repro.diffusion.loss import draw_steps_and_noise
