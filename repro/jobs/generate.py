@@ -17,7 +17,7 @@ from repro.data.pixels import to_uint8
 from repro.data.registry import load_images, num_classes
 from repro.errors import UserError
 from repro.jobs import samples
-from repro.jobs.sample import sampling_process
+from repro.jobs.sample import sampling_autocast, sampling_process
 from repro.jobs.store import JobDir
 from repro.jobs.trained import load_trained
 from repro.tasks.generation import generate, restore_for_generation
@@ -51,14 +51,16 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         originals = test.images(np.arange(n))
         masks = task.base.masks(n, int(row["mask_patches"]), torch.Generator().manual_seed(cfg["seed"] + 17))
         extra["masked_fraction"] = float(1 - masks.mean())
-        images = restore_for_generation(task, model, process, originals, masks, composite=row.get("composite", True),
-                                        **common)
+        with sampling_autocast(cfg, model):
+            images = restore_for_generation(task, model, process, originals, masks,
+                                            composite=row.get("composite", True), **common)
         classes = torch.as_tensor(test.labels[:n])
         arrays["mask"] = masks[:, 0].to(torch.uint8).numpy()
     else:
-        images, classes = generate(task, variant, model, process, n=n, resolution=res,
-                                   condition=row.get("condition", "none"), sampler=row.get("sampler", "ancestral"),
-                                   **common)
+        with sampling_autocast(cfg, model):
+            images, classes = generate(task, variant, model, process, n=n, resolution=res,
+                                       condition=row.get("condition", "none"), sampler=row.get("sampler", "ancestral"),
+                                       **common)
     samples.write(out, "generations", {"images": to_uint8(images), "labels": classes.numpy().astype(np.int64),
                                        **arrays})
     samples.write_grids(out, samples.read(out))

@@ -22,6 +22,7 @@ from repro.jobs.harness import CHECKPOINT, SNAPSHOT, TrainSettings, fit
 from repro.data.registry import data_reads
 from repro.jobs.store import JobDir
 from repro.jobs.trained import MODEL, build_diffusion, init_from
+from repro.nn.precision import autocast, precision_of
 from repro.tasks import make_task
 
 STOPPABLE = True   # polls repro.jobs.runner.stop_requested() after every step (repro/jobs/harness.py)
@@ -29,15 +30,19 @@ __all__ = ["CHECKPOINT", "MODEL", "SNAPSHOT", "diffusion_step", "run", "train"]
 
 
 def diffusion_step(model: nn.Module, task, process: MTProcess, data, lam: float,
-                   encoders: Mapping[str, Callable], kinds: Mapping[str, str], batch_size: int):
-    """Algorithm 2's step as a harness `Step`: the loss of this rank's slice of a global batch."""
+                   encoders: Mapping[str, Callable], kinds: Mapping[str, str], batch_size: int,
+                   precision: str = "fp32"):
+    """Algorithm 2's step as a harness `Step`: the loss of this rank's slice of a global batch.
+    `precision` "bf16" runs the forward pass and loss under bf16 autocast (train.autocast);
+    backward and AdamW stay outside it, on the fp32 master weights (repro.nn.precision)."""
     def step(g: torch.Generator, take: Callable[[Any], Any]) -> tuple[Tensor, dict[str, Tensor]]:
         idx = torch.randint(len(data), (batch_size,), generator=g)
         z0, x, net_inputs = task.batch(data.images(idx), torch.as_tensor(data.labels[idx.numpy()]), g)
         k, noise = draw_steps_and_noise(process, z0.shape, g, z0.dtype)
         z0, x, net_inputs, k, noise = (take(v) for v in (z0, x, net_inputs, k, noise))
         net = functools.partial(model, **net_inputs) if net_inputs else model   # e.g. y= class labels
-        return training_losses(net, process, z0, x, encoders, kinds, lam, steps=k, noise=noise)
+        with autocast(z0.device, precision):
+            return training_losses(net, process, z0, x, encoders, kinds, lam, steps=k, noise=noise)
     return step
 
 
@@ -46,7 +51,7 @@ def diffusion_step(model: nn.Module, task, process: MTProcess, data, lam: float,
 TRAIN_READS = ("seed", "unet", "task", "model.variant", "model.single_task", "model.label_dropout",
                "diffusion.schedule", "diffusion.T", "train.steps", "train.batch_size", "train.lr",
                "train.ema_rate", "train.checkpoint_every", "train.log_every", "train.snapshot_every",
-               "train.sleep_s")
+               "train.sleep_s", "train.autocast")
 # Eq. 3's aggregation weights and eq. 6's lambda only act through the modalities: a model
 # without any (the ADM baseline) never reads them.
 MULTI_TASK_READS = ("diffusion.weights", "diffusion.weight_value", "diffusion.lam")
@@ -77,7 +82,8 @@ def train(cfg: dict, out: JobDir, deps: dict[str, JobDir], world: World = World(
     print(f"{variant} model: {n_params:,} parameters; {len(data)} training images; "
           f"global batch {s.batch_size} over {world.world_size} rank(s) on {world.device}")
     lam = cfg["diffusion"]["lam"] if kinds else 0.0   # eq. 6 has no modality term without modalities
-    step = diffusion_step(model, task, process, data, lam, encoders, kinds, s.batch_size)
+    precision = precision_of(cfg["train"].get("autocast"))
+    step = diffusion_step(model, task, process, data, lam, encoders, kinds, s.batch_size, precision)
     init = functools.partial(init_from, deps["init"]) if "init" in deps else None   # continued training
     model, ema, state = fit(model, step, s, out, world, init=init)
     if world.is_main:
