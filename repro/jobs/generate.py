@@ -59,7 +59,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     else:
         with sampling_autocast(cfg, model):
             images, classes = generate(task, variant, model, process, n=n, resolution=res,
-                                       condition=row.get("condition", "none"), sampler=row.get("sampler", "ancestral"),
+                                       condition=row.get("condition", "none"),
+                                       sampler=row.get("sampler", smp.get("sampler", "ancestral")),
                                        **common)
     samples.write(out, "generations", {"images": to_uint8(images), "labels": classes.numpy().astype(np.int64),
                                        **arrays})
