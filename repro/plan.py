@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from repro.config import to_dict
-from repro.errors import UserError
+from repro.errors import UserError, missing
 from repro.jobs.job import Job, select
 from repro.jobs.runner import declared_reads
 from repro.report.paper import column_names
@@ -178,7 +178,7 @@ def _generation_eval_config(cfg: DictConfig) -> dict[str, Any]:
         eval_cfg["weights"] = {"inception": str(w)}
     batch = cfg.eval.get("reference_batch")
     if batch and not Path(str(batch)).expanduser().is_file():
-        raise UserError(f"reference batch {batch} (eval.reference_batch) not found: the ADM evaluation suite's "
+        missing(f"reference batch {batch} (eval.reference_batch) not found: the ADM evaluation suite's "
                         f"reference batches (e.g. VIRTUAL_imagenet64_labeled.npz) come with openai/guided-diffusion's "
                         f"evaluations; set eval.reference_batch=/path/to/it or null to use the training images")
     eval_cfg["table"] = {"columns": column_names(cfg.table), "evaluation": cfg.table.evaluation}

@@ -434,7 +434,10 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
 @click.argument("table")
 @click.argument("overrides", nargs=-1)
 @table_options
-def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path) -> None:
+@click.option("--dry-run", is_flag=True, help="Validate, print the job DAG with resources, compute, disk and "
+              "store state, list missing data/weights; write and submit nothing (repro/dryrun.py).")
+def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, out_dir: Path,
+         dry_run: bool = False) -> None:
     """Reproduce one table of MT-Diffusion (or `all`)."""
     from repro.readings import READINGS_SPEC, run_readings
 
@@ -445,6 +448,12 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
         print(Path(paths["md"]).read_text())
         return
     tables = available_tables() if table == "all" else [table]
+    if dry_run:
+        from repro.dryrun import dry_run as price
+
+        for t in tables:
+            print("\n".join(price(t, profile, cluster, overrides, store, validate)))
+        return
     for t in tables:
         paths = run_table(t, profile, cluster, overrides, store, out_dir)
         print(f"table {t}: " + ", ".join(str(p) for p in paths.values()))

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.errors import UserError
+from repro.errors import UserError, missing
 
 _GUIDED = "openai/guided-diffusion's released checkpoints (its README, 'Download pre-trained models')"
 
@@ -81,12 +81,13 @@ def check_weights(name: str, path: str | os.PathLike | None, *, needed_by: str |
     if it is not set or not there (`needed_by` says who needs it, e.g. "model 'adm_star'")."""
     w = weight_file(name)
     if path is None or not str(path).strip():
-        raise UserError(f"{needed_by or 'this run'} needs the {w.what} {w.file} ({w.source}): "
-                        f"set {w.key}=/path/to/{w.file}")
+        missing(f"{needed_by or 'this run'} needs the {w.what} {w.file} ({w.source}): "
+                f"set {w.key}=/path/to/{w.file}")
+        return Path(f"<{w.key} unset>")     # only reached in a dry run (repro.errors.collect_missing)
     p = Path(str(path)).expanduser()
     if not (p.is_file() or (w.directory_ok and p.is_dir())):
-        raise UserError(f"{w.what} {p} not found: {w.file} comes from {w.source}; put it there "
-                        f"or set {w.key}=/path/to/{w.file}")
+        missing(f"{w.what} {p} not found: {w.file} comes from {w.source}; put it there "
+                f"or set {w.key}=/path/to/{w.file}")
     return p
 
 

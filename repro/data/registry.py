@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from repro.data.pixels import colorize, to_model_space
-from repro.errors import UserError
+from repro.errors import UserError, missing
 
 IMAGENET_CLASSES = 1000
 
@@ -149,8 +149,13 @@ def load_dense(data: Mapping[str, Any], split: str):
 
 
 def check_data(data: Mapping[str, Any]) -> None:
-    """Fail early (exit 2) when a configured dataset is missing (the embedded one is made by its jobs)."""
-    dataset(data).check(data)
+    """Fail early (exit 2) when a configured dataset is missing (the embedded one is made by its jobs);
+    a dry run lists it instead (repro.errors.missing)."""
+    d = dataset(data)
+    try:
+        d.check(data)
+    except UserError as e:
+        missing(str(e))
 
 
 def _require_dir(data: Mapping[str, Any], key: str, hint: str) -> None:

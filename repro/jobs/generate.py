@@ -19,7 +19,7 @@ from repro.data.pixels import to_uint8
 from repro.data.registry import load_images, num_classes
 from repro.errors import UserError
 from repro.jobs import samples
-from repro.jobs.sample import sampling_process
+from repro.jobs.sample import sampling_autocast, sampling_process
 from repro.jobs.store import JobDir
 from repro.jobs.trained import load_denoiser
 from repro.tasks.generation import generate, restore_for_generation
@@ -57,14 +57,16 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         originals = test.images(np.arange(n))
         masks = task.base.masks(n, int(row["mask_patches"]), torch.Generator().manual_seed(cfg["seed"] + 17))
         extra["masked_fraction"] = float(1 - masks.mean())
-        images = restore_for_generation(task, model, process, originals, masks, composite=row.get("composite", True),
-                                        **common)
+        with sampling_autocast(cfg, model):
+            images = restore_for_generation(task, model, process, originals, masks,
+                                            composite=row.get("composite", True), **common)
         classes = torch.as_tensor(test.labels[:n])
         arrays["mask"] = masks[:, 0].to(torch.uint8).numpy()
     else:
-        images, classes = _generate_resumable(out, cfg, n, functools.partial(
-            generate, task, variant, model, process, resolution=res, condition=row.get("condition", "none"),
-            sampler=row.get("sampler", "ancestral"), **common))
+        with sampling_autocast(cfg, model):
+            images, classes = _generate_resumable(out, cfg, n, functools.partial(
+                generate, task, variant, model, process, resolution=res, condition=row.get("condition", "none"),
+                sampler=row.get("sampler", smp.get("sampler", "ancestral")), **common))
     rounding = cfg["eval"]["uint8_rounding"]   # ADM's export truncates (paper profile)
     samples.write(out, "generations", {"images": to_uint8(images, rounding), "labels": classes.numpy().astype(np.int64),
                                        **arrays})

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from repro.io import atomic_save_torch, load_torch
+from repro.nn.precision import autocast, precision_of
 from repro.jobs.distributed import World, all_sum, average_gradients, barrier
 from repro.jobs.runner import Preempted, stop_requested
 from repro.jobs.store import JobDir
@@ -74,7 +75,7 @@ class TrainSettings:
     seed: int = 0                       # the job's seed: initialisation and every step's draws
     stream: int = 0                     # added to every step's seed: separates networks of one seed
     sleep_s: float = 0.0                # tests only: slow a tiny run down enough to interrupt it
-    autocast: bool = False              # forward passes in bfloat16 (torch.autocast); weights, optimizer
+    autocast: str | bool | None = None  # none|bf16: forward passes in bfloat16 (torch.autocast); weights, optimizer
                                         # and EMA stay float32. Off: the numbers of record
     desc: str = "train"                 # progress-bar label
 
@@ -177,7 +178,7 @@ def fit(model: nn.Module, step_fn: Step, s: TrainSettings, out: JobDir, world: W
         # and noise as a single process, whatever the number of ranks.
         g = step_generator(s, step)
         torch.manual_seed(step_seed(s, step) + world.rank * DROPOUT_RANK_STRIDE)   # dropout
-        with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=s.autocast):
+        with autocast(world.device, precision_of(s.autocast)):   # train.autocast: none|bf16
             loss, parts = step_fn(g, take)
         loss, parts = loss.float(), {k: v.float() for k, v in parts.items()}
         opt.zero_grad(set_to_none=True)

@@ -23,6 +23,14 @@ def sampling_process(train_cfg: dict, n_modalities: int, steps: int | str) -> MT
     return make_process(train_cfg["diffusion"], n_modalities, respacing=steps)
 
 
+def sampling_autocast(cfg: dict, model) -> Any:
+    """bf16 autocast of the denoising passes where sample.autocast says so (none: fp32), on the model's device."""
+    from repro.nn.precision import autocast, precision_of
+
+    device = next(model.parameters()).device if model is not None else "cpu"
+    return autocast(device, precision_of(cfg["sample"].get("autocast"), "sample.autocast"))
+
+
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     model = process = None
     if "model" in deps:
@@ -38,7 +46,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     for part in task.sample_parts(cfg):
         if part in held:   # finished before a preemption: keep it
             continue
-        arrays = task.sample(cfg, model, process, part)
+        with sampling_autocast(cfg, model):
+            arrays = task.sample(cfg, model, process, part)
         samples.write(out, kind, arrays, part=part if kind == "restorations" else None)
         saved = samples.read(out)
         if kind == "translations":

@@ -31,6 +31,7 @@ from repro.errors import UserError
 from repro.io import load_torch
 from repro.jobs.harness import SNAPSHOT
 from repro.jobs.store import JobDir
+from repro.nn.fast_paths import apply_switches
 from repro.tasks import make_task
 
 MODEL = "model.pt"              # final weights of a train or released job
@@ -43,6 +44,7 @@ def build_diffusion(cfg: Mapping[str, Any]):
     task = make_task(cfg)
     variant = cfg["model"]["variant"]
     model = task.build_model(cfg["unet"], variant)
+    apply_switches(model, cfg["unet"])   # speed switches (unet.use_sdpa, ...): the same kernels in training and sampling
     return task, model, make_process(cfg["diffusion"], task.n_modalities(variant))
 
 

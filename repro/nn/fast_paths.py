@@ -15,9 +15,12 @@ model through its task and then choose the kernels, and a benchmark can time bot
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import Tensor, nn
 
+from repro.errors import UserError
 from repro.nn.attention import AttentionBlock, AttentionPool2d
 from repro.nn.blocks import ResBlock
 
@@ -43,3 +46,21 @@ def to_channels_last(x: nn.Module | Tensor) -> nn.Module | Tensor:
     if isinstance(x, nn.Module):
         return x.to(memory_format=torch.channels_last)
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+SWITCHES = ("use_sdpa", "use_checkpoint", "channels_last")   # a spec's `unet:` speed switches
+
+
+def apply_switches(model: nn.Module, unet: Mapping[str, Any]) -> nn.Module:
+    """`model` with the speed switches of a spec's `unet:` block applied (absent: as built,
+    i.e. ADM's computation). Jobs call this right after building the network, so training
+    and sampling of one model run the same kernels."""
+    def flag(name: str) -> bool | None:
+        value = unet.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise UserError(f"unet.{name} must be true or false, got {value!r}")
+        return value
+    set_fast_paths(model, sdpa=flag("use_sdpa"), checkpoint=flag("use_checkpoint"))
+    if flag("channels_last"):
+        to_channels_last(model)
+    return model

@@ -29,3 +29,14 @@ def autocast(device: torch.device | str, precision: str = "bf16") -> torch.autoc
     if device_type not in ("cpu", "cuda"):
         raise UserError(f"bf16 autocast runs on cpu or cuda, not {device_type!r}")
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# a spec's train/sample.autocast: none|bf16 (true/false are accepted as bf16/none)
+AUTOCAST_SETTINGS = {None: "fp32", "none": "fp32", "bf16": "bf16", True: "bf16", False: "fp32"}
+
+
+def precision_of(setting: str | None, where: str = "train.autocast") -> str:
+    """The precision of a spec's `autocast` setting (none|bf16; absent: none, fp32)."""
+    if setting not in AUTOCAST_SETTINGS:
+        raise UserError(f"{where}={setting!r}: choose none or bf16")
+    return AUTOCAST_SETTINGS[setting]

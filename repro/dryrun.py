@@ -1,0 +1,206 @@
+"""`python -m repro.table N --dry-run`: price a table before anything runs.
+
+A paper-profile table costs days of a GPU node; a config error found on day two is the most
+expensive bug the suite can have. The dry run composes and validates the spec, expands it
+into its job DAG exactly as a run would (repro.plan), and prints per job: its kind, name,
+key and dependencies, the resources it would ask for (the cluster config's `resources`),
+an estimate of its compute, its disk, and what the store already holds for it.
+
+Compute is counted, not guessed: each distinct network is built as the jobs build it, on
+the meta device (no memory, no weights), and torch's FlopCounterMode counts one forward
+(sampling) and one forward+backward (training) at batch 1 (repro.bench.measure.count_flops).
+Training = that x batch x steps; sampling = forward x sampling steps x images. GPU-hours
+follow at the cluster config's per-GPU peak for the job's precision times a stated
+utilisation (`gpu:` in benchmarks/cluster/slurm.yaml). Not counted: elementwise work,
+the optimiser, data loading, classifier-guidance gradients, Inception/AlexNet evaluation.
+
+Missing datasets, weights and reference batches are listed (repro.errors.collect_missing),
+not fatal; any other bad setting is still a UserError. Nothing is written or submitted.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from repro.config import compose, to_dict
+from repro.errors import collect_missing
+from repro.jobs.job import Job, topological
+
+RESOURCE_KIND = {"generate": "sample", "classifier": "train", "released": "features"}   # kinds sized alike
+FP32_BYTES = 4
+CHECKPOINT_COPIES = 4     # checkpoint.pt: weights, EMA weights, AdamW's two moments (all fp32)
+FINAL_COPIES = 2          # a finished train job keeps weights and EMA weights
+
+
+@dataclass
+class Estimate:
+    flops: float = 0.0            # total FLOPs of the job (0: nothing counted)
+    gpu_hours: float | None = None
+    disk_bytes: float = 0.0
+    note: str = ""
+
+
+def _resources(cfg: DictConfig, table: str, profile: str, overrides: tuple[str, ...]) -> tuple[dict, dict, str]:
+    """(resources by kind, gpu block, where they came from): the chosen cluster's if it sizes
+    jobs, else the SLURM config's (what a cluster run of this profile would ask for)."""
+    source = cfg
+    if "resources" not in cfg.cluster:
+        source = compose(table, profile, "slurm", overrides)
+    c = source.cluster
+    return (to_dict(c.get("resources") or {}), to_dict(c.get("gpu") or {}),
+            f"benchmarks/cluster/{c.name}.yaml (by_profile.{profile})")
+
+
+class FlopCounter:
+    """FLOPs per image of each distinct network (by architecture), counted once on the meta device."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, float, int]] = {}
+
+    def network(self, config: dict[str, Any]) -> tuple[float, float, int]:
+        """(forward+backward FLOPs, forward FLOPs, parameters) of one image through the
+        network of train-job config `config`."""
+        import torch
+
+        from repro.bench.measure import count_flops
+        from repro.bench.networks import _arch_key, build, random_batch
+
+        key = _arch_key(config)
+        if key not in self._cache:
+            with torch.device("meta"):
+                b = build(config)
+            z0, x, extra = random_batch(config, b.task, 1, torch.Generator().manual_seed(0))
+            meta = lambda v: {k: meta(u) for k, u in v.items()} if isinstance(v, dict) else v.to("meta")  # noqa: E731
+            x, extra = meta(x), meta(extra)
+            e = [encode(x[name]) for name, encode in b.encoders.items()]
+            z, t = torch.zeros(z0.shape, device="meta"), torch.zeros(len(z0), device="meta")
+
+            def call(train: bool) -> None:
+                eps, *_ = b.model(z, t, e, **extra)
+                if train:
+                    eps.float().sum().backward()
+            params = sum(p.numel() for p in b.model.parameters())
+            self._cache[key] = (count_flops(lambda: call(True)), count_flops(lambda: call(False)), params)
+        return self._cache[key]
+
+
+def _train_config(job: Job) -> dict[str, Any] | None:
+    """The train-job config behind a train, released, generate or sample job (its model's)."""
+    if job.kind in ("train", "released"):
+        return job.config
+    model = job.deps.get("model")
+    return None if model is None else _train_config(model)
+
+
+def _gpu_hours(flops: float, gpu: dict[str, Any], precision: str) -> float | None:
+    peak = (gpu.get("peak_tflops") or {}).get(gpu.get("type"), {}).get(precision)
+    if not peak or not flops:
+        return None
+    return flops / (peak * 1e12 * float(gpu.get("utilisation", 0.4))) / 3600
+
+
+def estimate(job: Job, counter: FlopCounter, gpu: dict[str, Any]) -> Estimate:
+    """Compute and disk of one job (see the module docstring for what is counted)."""
+    if job.kind == "train":
+        c = job.config
+        train_flops, _, params = counter.network(c)
+        steps, batch = int(c["train"]["steps"]), int(c["train"]["batch_size"])
+        precision = "bf16" if c["train"].get("autocast", "none") == "bf16" else "fp32"
+        snaps = steps // int(c["train"].get("snapshot_every") or steps + 1)
+        flops = train_flops * batch * steps
+        return Estimate(flops, _gpu_hours(flops, gpu, precision),
+                        params * FP32_BYTES * (CHECKPOINT_COPIES + FINAL_COPIES + snaps),
+                        f"{train_flops / 1e9:.1f} GFLOP/image fwd+bwd x {batch} x {steps} steps, {precision}; "
+                        f"{params / 1e6:.1f}M params")
+    if job.kind in ("generate", "sample"):
+        c, model = job.config, _train_config(job)
+        n = int(c.get("eval", {}).get("n_images", 0)) * max(1, len(c.get("eval", {}).get("mask_counts", []) or []))
+        res = int(c["data"]["resolution"])
+        disk = n * 3 * res * res     # uint8 images (repro.jobs.samples)
+        if model is None:
+            return Estimate(0.0, None, disk, "no network")
+        _, fwd, _ = counter.network(model)
+        steps = int(c["sample"]["steps"])
+        precision = "bf16" if c["sample"].get("autocast", "none") == "bf16" else "fp32"
+        flops = fwd * steps * n
+        guided = " (+ classifier gradients, not counted)" if "classifier" in job.deps else ""
+        return Estimate(flops, _gpu_hours(flops, gpu, precision), disk,
+                        f"{fwd / 1e9:.1f} GFLOP/image fwd x {steps} steps x {n} images, {precision}{guided}")
+    if job.kind == "released":
+        _, _, params = counter.network(job.config)
+        return Estimate(0.0, None, params * FP32_BYTES, "import of a released checkpoint")
+    return Estimate(0.0, None, 0.0, "not counted (feature extraction / metrics / classifier)")
+
+
+def store_state(job: Job, store: Path) -> str:
+    """done / partial (a folder with a checkpoint, samples or status) / none; reads only."""
+    from repro.jobs.store import JobStore
+
+    d = JobStore(store).dir(job)
+    if not d.path.exists():
+        return "none"
+    return "done" if d.done else "partial"
+
+
+def _human(n: float, unit: str = "B") -> str:
+    for prefix in ("", "K", "M", "G", "T", "P"):
+        if abs(n) < 1000:
+            return f"{n:.1f} {prefix}{unit}"
+        n /= 1000
+    return f"{n:.1f} E{unit}"
+
+
+def dry_run(table: str, profile: str, cluster: str, overrides: tuple[str, ...], store: Path,
+            validate: Callable[[DictConfig], None]) -> list[str]:
+    """The dry run's report, as lines; writes nothing. `validate` is the table CLI's own check."""
+    from repro.plan import efficiency_plan, plan
+
+    cfg = compose(table, profile, cluster, overrides)
+    with collect_missing() as absent:
+        validate(cfg)
+        rows = plan(cfg)
+        points = efficiency_plan(cfg) if cfg.table.evaluation == "generation" else []
+    jobs = topological([r.job for r in rows] + [p.job for p in points])
+    resources, gpu, res_from = _resources(cfg, table, profile, overrides)
+    counter = FlopCounter()
+    util = float(gpu.get("utilisation", 0.4))
+    lines = [f"dry run: table {table}, profile {profile}, {len(jobs)} jobs; nothing written, nothing submitted",
+             f"resources from {res_from}; GPU-hours at {gpu.get('type', '?')} peak "
+             f"{json.dumps(gpu.get('peak_tflops', {}).get(gpu.get('type'), {}))} TFLOP/s x utilisation {util:g} "
+             f"(stated assumption)"]
+    total_flops = total_hours = total_disk = 0.0
+    node_hours: dict[str, float] = {}
+    for job in jobs:
+        res = resources.get(RESOURCE_KIND.get(job.kind, job.kind), resources.get(job.kind, {}))
+        gpus = int(res.get("nodes", 1)) * int(res.get("gpus_per_node", 0))
+        est = estimate(job, counter, gpu)
+        deps = ",".join(f"{role}={d.key[:8]}" for role, d in sorted(job.deps.items())) or "-"
+        hours = f"{est.gpu_hours:.1f} GPU-h" + (f" ({est.gpu_hours / gpus:.1f} h wall on {gpus})" if gpus else "") \
+            if est.gpu_hours is not None else "-"
+        lines.append(f"{job.kind:10s} {job.name:40s} {job.key[:8]}  deps {deps}")
+        lines.append(f"           resources: {gpus} GPU, {res.get('timeout_min', '?')} min limit, "
+                     f"{res.get('mem_gb', '?')} GB/task | compute {est.flops / 1e18:.3g} EFLOP, {hours} | "
+                     f"disk {_human(est.disk_bytes)} | store: {store_state(job, store)}")
+        if est.note:
+            lines.append(f"           ({est.note})")
+        total_flops += est.flops
+        total_hours += est.gpu_hours or 0.0
+        total_disk += est.disk_bytes
+    lines.append(f"total: {total_flops / 1e18:.3g} EFLOP, {total_hours:,.0f} GPU-hours "
+                 f"({total_hours / 8 / 24:.1f} days on 8 GPUs), disk {_human(total_disk)}")
+    if absent:
+        lines.append(f"missing inputs ({len(absent)}; needed before a real run):")
+        lines += [f"  - {m}" for m in absent]
+    else:
+        lines.append("missing inputs: none")
+    return lines
+
+
+def gpu_block(cfg: DictConfig) -> dict[str, Any]:
+    """The cluster's GPU throughput block (for tests and reports)."""
+    return OmegaConf.to_container(cfg.cluster.get("gpu") or OmegaConf.create({}), resolve=True)
