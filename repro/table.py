@@ -79,7 +79,8 @@ def open_some_images(data: DictConfig, k: int = IMAGES_OPENED) -> None:
     if data.get("name") != "imagenet":
         return
     for key in ("root", "test_root"):
-        if data.get(key):
+        # a missing folder is check_data's to report (or to list, in a dry run)
+        if data.get(key) and Path(str(data[key])).expanduser().is_dir():
             _, files = list_class_folders(Path(str(data[key])).expanduser(), f"data.{key}", f"set data.{key}")
             for path, _ in random.Random(0).sample(files, min(k, len(files))):
                 read_image(path)
