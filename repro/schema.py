@@ -89,6 +89,11 @@ RULES: dict[str, Rule] = {
     "unet.use_scale_shift_norm": Rule("bool"),
     "unet.resblock_updown": Rule("bool"),
     "unet.learn_sigma": Rule("bool"),
+    "unet.use_new_attention_order": Rule("bool"),
+    "unet.use_sdpa": Rule("bool"),
+    "unet.use_checkpoint": Rule("bool"),
+    "unet.channels_last": Rule("bool"),
+    "train.vlb_weight": _float(0),
     "train.steps": POSITIVE,
     "train.batch_size": POSITIVE,
     "train.lr": _float(1e-12),
@@ -111,7 +116,12 @@ RULES: dict[str, Rule] = {
 
 # Keys a spec may lack that the code reads when given (with `+key=value`): tests' sleep hooks,
 # the network input reading, SLURM's extra sbatch options (cluster.* is free-form).
-OPTIONAL = ("train.sleep_s", "sample.sleep_s", "diffusion.network_input")
+OPTIONAL = ("train.sleep_s", "sample.sleep_s", "diffusion.network_input",
+            # readings and switches a spec or profile may leave at their defaults
+            "train.vlb_weight", "train.autocast", "sample.autocast", "sample.sampler", "eval.uint8_rounding",
+            # ADM's released layouts (learned variance, new attention order) and the speed switches
+            "unet.learn_sigma", "unet.use_new_attention_order", "unet.use_sdpa", "unet.use_checkpoint",
+            "unet.channels_last")
 FREE_FORM = ("cluster",)
 
 

@@ -25,7 +25,7 @@ def _command(name: str):
     elif name == "status":
         from repro.status import main
     elif name == "bench":
-        from repro.bench import main
+        from repro.bench.__main__ import main
     elif name == "report":
         from repro.report.__main__ import main
     elif name == "data":
@@ -81,7 +81,7 @@ CASES = [
     ("table", ["1", *TABLE, "diffusion.T=0"], "diffusion.T"),
     ("table", ["1", *TABLE, "diffusion.T=2.5"], "diffusion.T"),
     ("table", ["1", *TABLE, "diffusion.lam=-1"], "diffusion.lam"),
-    ("table", ["1", *TABLE, "+diffusion.network_input=squashed"], "diffusion.network_input takes one of"),
+    ("table", ["1", *TABLE, "diffusion.network_input=squashed"], "diffusion.network_input takes one of"),
     ("table", ["1", *TABLE, "sample.steps=1000"], "must be at most T"),
     ("table", ["1", *TABLE, "sample.steps=0"], "sample.steps"),
     ("table", ["1", *TABLE, "sample.batch_size=0"], "sample.batch_size"),

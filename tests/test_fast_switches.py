@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from repro.nn.precision import autocast
+
 from repro.config import compose
 from repro.errors import UserError
 from repro.jobs.trained import build_diffusion
@@ -85,8 +87,10 @@ def test_train_step_under_autocast_keeps_fp32_master_weights(precision):
                 q.add_(0.05 * torch.randn(q.shape))
         enc = task.encoders(model, config["model"]["variant"])
         kinds = {k: v for k, v in task.kinds.items() if k in enc}
-        step = diffusion_step(model, task, process, _Data(8, config["data"]["resolution"]), 0.1, enc, kinds, 4, p)
-        loss, _ = step(torch.Generator().manual_seed(3), lambda v: v)
+        step = diffusion_step(model, task, process, _Data(8, config["data"]["resolution"]), 0.1, enc, kinds, 4)
+        with autocast("cpu", p):   # as repro.jobs.harness.fit applies train.autocast around a step
+            loss, _ = step(torch.Generator().manual_seed(3), lambda v: v)
+        loss = loss.float()
         loss.backward()
         assert loss.dtype == torch.float32
         assert all(q.dtype == torch.float32 and q.grad is not None and q.grad.dtype == torch.float32

@@ -33,6 +33,7 @@ from repro.bench.measure import (
 )
 from repro.bench.networks import build, job_config, sampling_call, train_step
 from repro.bench.paper_configs import bench_paper_configs
+from repro.cli import profile_option
 from repro.config import compose
 from repro.errors import UserError
 
@@ -166,10 +167,12 @@ def print_text(res: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--profile", default="smoke", show_default=True)
+@profile_option
 @click.option("--table", default="2", show_default=True, help="spec whose models are timed (Table 2 has every variant)")
-@click.option("--iters", default=20, show_default=True, help="timed repetitions (median reported)")
-@click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
+              help="timed repetitions (median reported)")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch threads (0: torch's default)")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the text tables")
 @click.option("--fast-paths/--no-fast-paths", default=True, show_default=True, help="time each fast path on ADM")

@@ -77,6 +77,8 @@ def spec_networks(profile: str, specs: tuple[str, ...] | None = None) -> list[Sp
     found: dict[str, SpecNetwork] = {}
     for spec in specs or available_tables():
         cfg = compose(spec, profile)
+        if cfg.table.evaluation == "dense":   # DiffusionMTL's networks: tests/test_diffusionmtl_table.py
+            continue
         for model in cfg.models:
             config = job_config(cfg, model)
             key, name = _arch_key(config), f"{spec}/{model}"
