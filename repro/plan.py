@@ -405,3 +405,13 @@ def plan(cfg: DictConfig) -> list[RowPlan]:
                         eval={"batch_size": cfg.eval.batch_size})
         rows += reference_plan(cfg, eval_cfg, feats)
     return rows
+
+
+def table_jobs(cfg: DictConfig) -> tuple[list[RowPlan], list[CurvePoint], list[Job]]:
+    """Everything one run of a table computes: its rows, the learning-curve points of
+    `efficiency.rows` and the diagnostics of its trained models (what `python -m repro.table`
+    dispatches and `python -m repro.status` lists)."""
+    rows = plan(cfg)
+    points = efficiency_plan(cfg)
+    return rows, points, diagnose_plan(cfg, [r.job for r in rows])
+

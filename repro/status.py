@@ -68,13 +68,14 @@ def report(jobs: list[Job], store: JobStore, queue: Mapping[str, tuple[str, str]
 def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, store: Path, lines: int) -> None:
     """List the jobs of one table (or `all`) with their state and logs."""
     from repro.config import available_tables, compose
-    from repro.plan import plan
+    from repro.plan import table_jobs
     from repro.schema import check
 
     for t in available_tables() if table == "all" else [table]:
         cfg = compose(t, profile, cluster, overrides)
         check(cfg)   # the plan of a config the table would refuse means nothing
-        jobs = [r.job for r in plan(cfg)]
+        rows, points, diagnostics = table_jobs(cfg)   # what `python -m repro.table` runs
+        jobs = [r.job for r in rows] + [p.job for p in points] + diagnostics
         print(f"table {t} ({profile} profile)")
         print(report(jobs, JobStore(store), queue_or_none(), lines))
 

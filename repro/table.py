@@ -113,7 +113,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.dispatch import dispatch
     from repro.jobs.job import topological
     from repro.jobs.store import JobStore
-    from repro.plan import diagnose_plan, efficiency_plan, plan, readings, readings_line, reference_rows
+    from repro.plan import readings, readings_line, reference_rows, table_jobs
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
     from repro.report.render import render_table, staged
@@ -124,9 +124,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     if cfg.table.evaluation == "dense":   # DiffusionMTL: its own tasks, jobs and figure
         return run_dense_table(cfg, store, out_dir)
     validate(cfg)
-    rows = plan(cfg)
-    points = efficiency_plan(cfg)
-    diagnostics = diagnose_plan(cfg, [r.job for r in rows])
+    rows, points, diagnostics = table_jobs(cfg)
     report = dispatch([r.job for r in rows] + [p.job for p in points] + diagnostics, cfg.cluster, store)
     print(report.line())
     js = JobStore(store)
