@@ -31,7 +31,6 @@ over 300 lines), as in `repro.data.embedded`.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,13 +258,7 @@ def _write_mappings(split: DenseSplit, seed: int, outputs: dict[str, Path]) -> N
 
 
 def _verified(npz: Path, sidecar: Path, params: dict) -> bool:
-    try:
-        meta = json.loads(sidecar.read_text())
-        if {k: meta.get(k) for k in params} != params:
-            return False
-        return content_sha256(load_dense(npz)) == meta["sha256"]
-    except (OSError, ValueError, KeyError, UserError):
-        return False
+    return emb.verified(npz, sidecar, params, digest=lambda path: content_sha256(load_dense(path)))
 
 
 # ----------------------------------------------------------------------------------------------

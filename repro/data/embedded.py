@@ -356,7 +356,7 @@ def ensure_embedded(root: str | Path, n_train: int | None, n_test: int | None, s
                   "seed": int(seed), "resolution": int(resolution), "stream": stream}
         stem = f"embedded-{split_name}-n{n}-seed{seed}-res{resolution}-v{GENERATOR_VERSION}"
         npz, sidecar = root / f"{stem}.npz", root / f"{stem}.json"
-        if not _verified(npz, sidecar, params):
+        if not verified(npz, sidecar, params):
             split = generate_embedded(n, seed, resolution, stream=stream)
             save_split(split, npz)
             atomic_write_json(sidecar, {**params, "sha256": content_sha256(split)})
@@ -364,12 +364,15 @@ def ensure_embedded(root: str | Path, n_train: int | None, n_test: int | None, s
     return paths
 
 
-def _verified(npz: Path, sidecar: Path, params: dict) -> bool:
+def verified(npz: Path, sidecar: Path, params: dict, digest=None) -> bool:
+    """Whether `npz` is what its generator makes for `params`: the sidecar names the same
+    parameters and the content hash (`digest(npz)`, default: an embedded split's) matches."""
+    digest = digest or (lambda path: content_sha256(load_split(path)))
     try:
         meta = json.loads(sidecar.read_text())
         if {k: meta.get(k) for k in params} != params:
             return False
-        return content_sha256(load_split(npz)) == meta["sha256"]
+        return digest(npz) == meta["sha256"]
     except (OSError, ValueError, KeyError, UserError):
         return False
 
