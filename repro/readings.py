@@ -36,8 +36,19 @@ def load_study(path: Path | None = None):
     names = [r.get("name") for r in readings]
     if None in names or len(set(names)) != len(names):
         raise UserError(f"benchmarks/readings.yaml: every reading needs a unique name, got {names}")
-    return study, [Reading(r["name"], tuple(r.get("overrides") or ()), r.get("why", "")) for r in readings], \
-        {str(t): list(r) for t, r in rows.items()}
+    tables = {str(t): list(r) for t, r in rows.items()}
+    for r in readings:   # `tables:` restricts a reading to some of the study's tables
+        unknown = [str(t) for t in r.get("tables") or () if str(t) not in tables]
+        if unknown:
+            raise UserError(f"benchmarks/readings.yaml: reading {r['name']!r} names tables {unknown} that the "
+                            f"study does not recompute ({', '.join(tables)})")
+        extra = [s for s in r.get("seeds") or () if s not in seeds]
+        if extra:
+            raise UserError(f"benchmarks/readings.yaml: reading {r['name']!r} asks for seeds {extra} outside the "
+                            f"study's seeds {seeds}")
+    return study, [Reading(r["name"], tuple(r.get("overrides") or ()), r.get("why", ""),
+                           only=tuple(str(t) for t in r.get("tables") or ()),
+                           seeds=tuple(r.get("seeds") or seeds)) for r in readings], tables
 
 
 def _applies(default: DictConfig, overrides: tuple[str, ...]) -> bool:
@@ -69,10 +80,10 @@ def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: 
     for table, table_rows in rows.items():
         default = compose(table, profile, cluster, overrides)
         for i, r in enumerate(readings):
-            if not _applies(default, r.overrides):
+            if (r.only and table not in r.only) or not _applies(default, r.overrides):
                 continue
             readings[i] = r = dataclasses.replace(r, tables=(*r.tables, table))
-            for seed in study["seeds"]:
+            for seed in r.seeds:
                 cfg = compose(table, profile, cluster, (*overrides, *r.overrides, f"seed={seed}"))
                 if check is not None:
                     check(cfg)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from repro.dispatch.local import run_debug, run_local
+from repro.dispatch.local import local_settings, run_debug, run_local
 from repro.dispatch.resources import CLUSTERS, check_cluster, check_world
 from repro.dispatch.slurm import submit_slurm, wait_slurm
 from repro.errors import UserError
@@ -54,7 +54,8 @@ def dispatch(jobs: list[Job], cluster: Mapping[str, Any], store_root: str | Path
     cached = sum(store.dir(j).done for j in order)
     todo = [j for j in order if not store.dir(j).done]
     if cluster["name"] == "local":
-        run_local(todo, store_root)
+        workers, threads = local_settings(cluster)
+        run_local(todo, store_root, workers=workers, threads=threads, progress=progress)
         return DispatchReport(total=len(order), cached=cached, ran=len(todo))
     if cluster["name"] == "debug":
         run_debug(todo, store_root)

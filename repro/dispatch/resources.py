@@ -22,6 +22,10 @@ def check_cluster(cluster: Mapping[str, Any]) -> None:
     """UserError unless jobs can be dispatched to `cluster` (SLURM: reachable, partition exists)."""
     if cluster["name"] not in CLUSTERS:
         raise UserError(f"cluster {cluster['name']!r} is not available here: choose one of {', '.join(CLUSTERS)}")
+    if cluster["name"] == "local":
+        from repro.dispatch.local import local_settings
+
+        local_settings(cluster)
     if cluster["name"] == "slurm":
         problem = slurm_problem(cluster.get("partition"))
         if problem:

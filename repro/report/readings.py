@@ -32,6 +32,8 @@ class Reading:
     name: str
     overrides: tuple[str, ...]
     why: str = ""
+    only: tuple[str, ...] = field(default=())     # the study's tables it is restricted to (readings.yaml), () = all
+    seeds: tuple[int, ...] = field(default=())    # the seeds it is run at (readings.yaml; default the study's)
     tables: tuple[str, ...] = field(default=())   # the tables it applies to (set by the study)
 
 
