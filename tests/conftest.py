@@ -10,6 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")   # for subprocesses the tests start
+os.environ.setdefault("REPRO_LOCAL_WORKERS", "1")   # tiny jobs: one at a time (tests/test_dispatch_local.py tests the pool)
 
 
 SLURM_LOCAL = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local.sh"

@@ -128,7 +128,7 @@ def test_three_concurrent_runs_compute_each_job_once_with_identical_results(tmp_
 
 @pytest.mark.slow
 def test_a_killed_runner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, capsys):
-    slow = ["+train.sleep_s=0.5"]
+    slow = ["+train.sleep_s=0.5", "cluster.workers=2"]   # jobs in worker processes (repro/dispatch/local.py)
     proc = table_process(tmp_path, "tables", *slow)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:   # wait until it is inside a training job, holding its lock
@@ -144,6 +144,16 @@ def test_a_killed_runner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, ca
     proc.wait()
     train_dir = locks[0].parent
     assert (train_dir / LOCK).exists()                     # left behind by the killed process
+    worker = json.loads((train_dir / LOCK).read_text())["pid"]
+    assert worker != proc.pid                              # the job ran in a worker of the pool ...
+    for _ in range(100):                                   # ... which does not outlive the killed run
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"worker {worker} of the killed run is still running")
 
     from repro.table import cli
 

@@ -31,6 +31,8 @@ def local_settings(cluster: Mapping[str, Any]) -> tuple[int, int | None]:
     """(workers, threads) of a local cluster config; `workers: auto` = the CPUs this process may
     use (1 when a GPU is visible: jobs would share it); `threads: null` = torch's default."""
     workers, threads = cluster.get("workers", 1), cluster.get("threads")
+    if isinstance(workers, str) and workers.isdigit():   # from the environment (REPRO_LOCAL_WORKERS)
+        workers = int(workers)
     if workers == "auto":
         import torch
 
@@ -60,6 +62,19 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker must not outlive the run that started it (a killed
+    `repro.table` would leave its jobs computing, holding their locks). Linux: the kernel sends
+    SIGKILL when the parent exits; the job resumes from its last checkpoint when run again."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent:   # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _worker(job: Job, store_root: str, threads: int | None) -> float:
     """One job in a worker process; its output goes to the job's log.txt only (the terminal
     would interleave several progress bars)."""
@@ -87,7 +102,8 @@ def _run_pool(todo: list[Job], store_root: str, workers: int, threads: int | Non
     context = multiprocessing.get_context("spawn")
     progress(f"running {len(todo)} jobs, {workers} at a time ({threads or 'default'} thread(s) each); "
              f"each job's output is in its log.txt (`python -m repro.status` lists them)")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         while waiting or running:
             if error is None:
                 for key in [k for k, b in blockers.items() if not b and k in waiting]:
