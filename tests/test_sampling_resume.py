@@ -52,19 +52,38 @@ def run_job_in_subprocess(builder: str, args: tuple, store: Path, err: Path) -> 
               "cfg, job = t.%s(*%r); dispatch([job], cfg.cluster, Path(%r))\n"
               % (str(REPO / "tests"), builder, args, str(store)))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # its own process group: the local dispatcher runs jobs in spawned worker processes, which a
+    # kill of the parent alone would leave running (the job would finish uninterrupted)
     return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(err, "w"))
+                            stderr=open(err, "w"), start_new_session=True)
 
 
 def kill_once(proc: subprocess.Popen, marker: Path, err: Path, timeout_s: float = 900) -> None:
-    """SIGKILL `proc` as soon as `marker` (a finished batch's file) exists; fail if it ends first."""
+    """SIGKILL `proc` and every process it started (its job workers) as soon as `marker` (a
+    finished batch's file) exists, as a dying node would; fail if it ends first."""
     deadline = time.time() + timeout_s
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, err.read_text()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert marker.exists(), "the job never finished a batch"
+    deadline = time.time() + 30
+    while _group_alive(proc.pid) and time.time() < deadline:   # the workers die with it
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "a worker of the killed run survived"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a running (not zombie) process of process group `pgid` is left (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def mtimes(folder: Path) -> dict[str, int]:
