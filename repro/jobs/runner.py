@@ -145,8 +145,8 @@ def set_deterministic(on: bool | None) -> None:
     requires. `warn_only`: an op that has no deterministic kernel (on CUDA, e.g. the backward
     of nearest-neighbour upsampling) warns once in the job's log instead of failing the job,
     so such a run is reproducible except for those ops. On the CPU, torch's kernels are
-    deterministic at a fixed thread count either way: the setting does not change CPU numbers
-    (Table 1 tiny, every job's outputs bit-identical with it on and off); on a GPU it trades
+    deterministic at a fixed thread count either way, so the setting is not expected to change
+    CPU numbers (not yet compared on a full table); on a GPU it trades
     speed for run-to-run equality. Each job's provenance records it (`_threads`).
     """
     if on is None:
