@@ -92,6 +92,8 @@ def _check_override_type(default: DictConfig, cfg: DictConfig, override: str) ->
     key = override.split("=", 1)[0].lstrip("+~")
     if "/" in key or key in ("profile", "cluster") or OmegaConf.select(default, key, default=None) is None:
         return  # a group choice, a new key (+key=...), or a null default: nothing to compare
+    if key.startswith("cluster."):
+        return  # cluster settings mix names and numbers (workers: auto | 4): checked by repro.dispatch
     old, new = OmegaConf.select(default, key), OmegaConf.select(cfg, key)
     if _kind(old) != _kind(new):
         raise UserError(f"override {override!r}: {key} expects a {_kind(old)} "

@@ -15,11 +15,15 @@ utilisation (`gpu:` in benchmarks/cluster/slurm.yaml). Not counted: elementwise 
 the optimiser, data loading, classifier-guidance gradients, Inception/AlexNet evaluation.
 
 Missing datasets, weights and reference batches are listed (repro.errors.collect_missing),
-not fatal; any other bad setting is still a UserError. Nothing is written or submitted.
+not fatal; any other bad setting is still a UserError. Nothing is written or submitted (a
+latent-space network whose kl-f8 autoencoder is missing is counted with random autoencoder
+weights of the same layout, in a temporary folder removed at once: FLOPs do not depend on
+weights, and the missing file is listed).
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,28 +69,46 @@ class FlopCounter:
     def network(self, config: dict[str, Any]) -> tuple[float, float, int]:
         """(forward+backward FLOPs, forward FLOPs, parameters) of one image through the
         network of train-job config `config`."""
-        import torch
-
-        from repro.bench.measure import count_flops
-        from repro.bench.networks import _arch_key, build, random_batch
+        from repro.bench.networks import _arch_key
 
         key = _arch_key(config)
         if key not in self._cache:
-            with torch.device("meta"):
-                b = build(config)
-            z0, x, extra = random_batch(config, b.task, 1, torch.Generator().manual_seed(0))
-            meta = lambda v: {k: meta(u) for k, u in v.items()} if isinstance(v, dict) else v.to("meta")  # noqa: E731
-            x, extra = meta(x), meta(extra)
-            e = [encode(x[name]) for name, encode in b.encoders.items()]
-            z, t = torch.zeros(z0.shape, device="meta"), torch.zeros(len(z0), device="meta")
-
-            def call(train: bool) -> None:
-                eps, *_ = b.model(z, t, e, **extra)
-                if train:
-                    eps.float().sum().backward()
-            params = sum(p.numel() for p in b.model.parameters())
-            self._cache[key] = (count_flops(lambda: call(True)), count_flops(lambda: call(False)), params)
+            with tempfile.TemporaryDirectory() as folder:
+                self._cache[key] = self._count(_with_autoencoder(config, Path(folder)))
         return self._cache[key]
+
+    @staticmethod
+    def _count(config: dict[str, Any]) -> tuple[float, float, int]:
+        import torch
+
+        from repro.bench.measure import count_flops
+        from repro.bench.networks import build, random_batch
+
+        with torch.device("meta"):
+            b = build(config)
+        z0, x, extra = random_batch(config, b.task, 1, torch.Generator().manual_seed(0))
+        meta = lambda v: {k: meta(u) for k, u in v.items()} if isinstance(v, dict) else v.to("meta")  # noqa: E731
+        x, extra = meta(x), meta(extra)
+        e = [encode(x[name]) for name, encode in b.encoders.items()]
+        z, t = torch.zeros(z0.shape, device="meta"), torch.zeros(len(z0), device="meta")
+
+        def call(train: bool) -> None:
+            eps, *_ = b.model(z, t, e, **extra)
+            if train:
+                eps.float().sum().backward()
+        params = sum(p.numel() for p in b.model.parameters())
+        return count_flops(lambda: call(True)), count_flops(lambda: call(False)), params
+
+
+def _with_autoencoder(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`config` unchanged, or, for a kl-f8 task whose autoencoder file is absent (listed as
+    missing by the validation), pointing at random kl-f8 weights written into `folder`."""
+    from repro.bench.networks import with_random_autoencoder
+
+    task = config.get("task", {})
+    if task.get("space") != "kl-f8" or (task.get("autoencoder") and Path(task["autoencoder"]).expanduser().exists()):
+        return config
+    return with_random_autoencoder(config, folder)
 
 
 def _train_config(job: Job) -> dict[str, Any] | None:

@@ -21,19 +21,23 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from repro.data.pixels import UINT8_ROUNDINGS
 from repro.diffusion.aggregation import WEIGHT_KINDS
 from repro.diffusion.network_input import NETWORK_INPUTS
 from repro.diffusion.sampling import PRIORS
 from repro.diffusion.schedule import SCHEDULES
 from repro.errors import UserError
+from repro.tasks.generation import SAMPLERS
+from repro.nn.precision import AUTOCAST_SETTINGS
 
 INF = math.inf
 
 
 @dataclass(frozen=True)
 class Rule:
-    """What one config value may be: `kind` (int, float, bool, str, ints: a list of ints), a
-    closed range [lo, hi] (or half-open below `hi` when `hi_open`), or a set of `names`."""
+    """What one config value may be: `kind` (int, float, bool, str, ints: a list of ints; choice:
+    one of `names`, which may mix strings, booleans and null), a closed range [lo, hi] (or
+    half-open below `hi` when `hi_open`), or a set of `names`."""
 
     kind: str
     lo: float = -INF
@@ -44,9 +48,9 @@ class Rule:
 
     def describe(self) -> str:
         if self.names:
-            return f"one of {', '.join(map(str, self.names))}"
+            return f"one of {', '.join(map(_name, self.names))}"
         what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-                "ints": "a list of integers"}[self.kind]
+                "ints": "a list of integers", "choice": "a name"}[self.kind]
         if self.lo > -INF or self.hi < INF:
             lo = "" if self.lo == -INF else f">= {self.lo:g}"
             hi = "" if self.hi == INF else f"{'<' if self.hi_open else '<='} {self.hi:g}"
@@ -63,6 +67,8 @@ def _float(lo: float = -INF, hi: float = INF, **kw: Any) -> Rule:
 
 
 POSITIVE = _int(1)
+# train/sample.autocast: none|bf16 (true/false and null read as bf16/none: repro.nn.precision)
+AUTOCAST = Rule("choice", names=tuple(k for k in AUTOCAST_SETTINGS if k is not None), nullable=True)
 RULES: dict[str, Rule] = {
     "seed": _int(0),
     "data.n_train": _int(1, nullable=True),
@@ -102,6 +108,10 @@ RULES: dict[str, Rule] = {
     "train.snapshot_every": _int(0),
     "train.log_every": POSITIVE,
     "train.sleep_s": _float(0),
+    "train.autocast": AUTOCAST,
+    "sample.autocast": AUTOCAST,
+    "eval.uint8_rounding": Rule("str", names=UINT8_ROUNDINGS),
+    "sample.sampler": Rule("str", names=tuple(SAMPLERS)),
     "sample.sleep_s": _float(0),
     "sample.steps": POSITIVE,
     "sample.batch_size": POSITIVE,
@@ -134,6 +144,8 @@ def _kind_ok(rule: Rule, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if rule.kind == "str":
         return isinstance(value, str)
+    if rule.kind == "choice":   # a name, or a boolean where the names hold one (never a number)
+        return isinstance(value, (str, bool))
     return isinstance(value, (list, ListConfig)) and all(isinstance(v, int) and not isinstance(v, bool)
                                                           for v in value)
 
@@ -152,6 +164,11 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
             raise bad
         if isinstance(v, float) and not math.isfinite(v):
             raise bad
+
+
+def _name(value: Any) -> str:
+    """A name as a user types it on the command line: bf16, true, null."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _show(value: Any) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from repro.bench.__main__ import FAST_PATHS, VARIANT_MODELS, cli, main
+from repro.bench.__main__ import FAST_PATHS, cli, main
 from repro.bench.measure import SavedActivations, count_flops, median_seconds
 
 
@@ -22,14 +22,15 @@ def tiny_report() -> dict:
 def test_json_report_has_every_measurement(tiny_report):
     r = tiny_report
     assert r["profile"] == "tiny" and r["device"] == "cpu"
-    assert set(r["variants"]) == set(VARIANT_MODELS)
+    # Table 2's distinct networks, one per variant (the dropout / single-task stages share M's and E's)
+    assert set(r["variants"]) == {"adm", "adm_cond", "U", "X", "M", "E"} and r["baseline"] == "adm"
     for name, v in r["variants"].items():
         for key in ("parameters", "train_s", "train_flops", "train_flops_per_s", "train_flops_vs_matmul",
-                    "sample_step_s", "sample_evals_per_s", "train_vs_adm", "sample_vs_adm"):
+                    "sample_step_s", "sample_evals_per_s", "train_vs_baseline", "sample_vs_baseline"):
             assert v[key] > 0, (name, key)
         assert v["train_flops_per_s"] == pytest.approx(v["train_flops"] / v["train_s"])
         assert v["sample_evals_per_s"] == pytest.approx(r["sample_batch"] / v["sample_step_s"])
-    assert r["variants"]["adm"]["train_vs_adm"] == 1.0
+    assert r["variants"]["adm"]["train_vs_baseline"] == 1.0
     # Same backbone: every variant has at least ADM's parameters and FLOPs (heads, extra inputs add).
     adm = r["variants"]["adm"]
     for v in r["variants"].values():
@@ -49,7 +50,7 @@ def test_text_output_stays_the_default():
     result = CliRunner().invoke(main, ["--profile", "tiny", "--iters", "1", "--threads", "1", "--no-fast-paths"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("profile tiny (table 2)")
-    assert "train_vs_adm" in result.output and "fast paths" not in result.output
+    assert "train_vs_baseline" in result.output and "fast paths" not in result.output
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -87,3 +88,19 @@ def test_median_seconds_is_the_median(monkeypatch):
     import repro.bench.measure as m
     monkeypatch.setattr(m.time, "perf_counter", lambda: clock["t"])
     assert median_seconds(fake, iters=3, warmup=2) == 2.0
+
+
+def test_table_1_times_the_networks_table_1_trains():
+    """Table 1 trains ADM and MT-Diffusion-X only (it used to fail on Table 2's `mt_u`)."""
+    result = CliRunner().invoke(main, ["--profile", "tiny", "--table", "1", "--iters", "1", "--threads", "1",
+                                       "--json", "--no-fast-paths"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert set(r["variants"]) == {"adm", "X"} and r["baseline"] == "adm" and r["table"] == "1"
+    assert r["variants"]["X"]["parameters"] > r["variants"]["adm"]["parameters"]   # the head, extra inputs
+
+
+def test_a_table_without_diffusion_models_is_refused_in_one_line(capsys):
+    assert cli(["--profile", "tiny", "--table", "diffusionmtl"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --table diffusionmtl") and "choose one of 1, 2" in err[0]

@@ -92,3 +92,19 @@ def _jobs(cfg):
     from repro.jobs.job import topological
 
     return topological([r.job for r in plan(cfg)])
+
+
+@pytest.mark.parametrize("table", ["4", "night2day"])
+def test_missing_autoencoder_is_listed_not_fatal(table, tmp_path, capsys, monkeypatch):
+    """The paper profile diffuses Table 4 / night2day in kl-f8 latents: without the autoencoder
+    file the dry run still prices every job (random kl-f8 weights stand in for the FLOP count)
+    and lists the file among the missing inputs."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    absent = tmp_path / "no" / "kl-f8.ckpt"
+    rc, out = _run(tmp_path, capsys, table, "--profile", "paper", f"task.autoencoder={absent}")
+    assert rc == 0, out
+    assert _written(tmp_path) == []
+    assert str(absent) in out.split("missing inputs")[1]
+    lines = out.splitlines()
+    train = [lines[i + 1] for i, line in enumerate(lines) if line.startswith("train ")]
+    assert train and all("compute 0 EFLOP" not in line for line in train)   # the latent U-Nets' FLOPs were counted

@@ -56,7 +56,8 @@ def outputs(store: Path, jobs: dict[str, Job]) -> dict[str, object]:
         d = store / job.key
         out[kind] = {k: v for k, v in json.loads((d / "result.json").read_text()).items() if k != "provenance"}
         for p in sorted(d.rglob("*")):
-            if p.is_file() and p.suffix in (".pt", ".npz", ".png") and p.name != "checkpoint.pt":
+            if (p.is_file() and p.suffix in (".pt", ".npz", ".png") and p.name != "checkpoint.pt"
+                    and not p.relative_to(d).as_posix().startswith("checkpoint_batches/")):   # resume state
                 out[f"{kind}/{p.relative_to(d)}"] = sha256_file(p)
     out["features"].pop("train_time_s")   # a wall time: differs between runs by nature
     return out
@@ -129,6 +130,9 @@ CASES = [
     ("sample", "samples.npz", "delete", {"sample"}),
     ("sample", "grid_m15.png", "flip", {"sample"}),
     ("features", "feature_net.pt", "flip", {"features", "evaluate"}),   # its result holds a wall time
+    # per-batch resume state (repro.jobs.batches) of finished jobs: discarded, the jobs stay done
+    ("sample", "checkpoint_batches/restored-m10-00000.npz", "flip", set()),
+    ("evaluate", "checkpoint_batches/lpips-m5-00000.npz", "truncate", set()),
 ]
 
 

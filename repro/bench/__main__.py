@@ -3,10 +3,12 @@
 A benchmark, not a test. It measures, at a profile's model size and on random data:
 
   * one training iteration (Algorithm 2: forward, backward, AdamW step) and one sampling
-    network call (Algorithm 1) of each variant of Table 2's backbone: ADM, MT-Diffusion-U,
-    -X (masked image), -M, -E (image-label), with each variant's ratio to ADM. The ratio is
-    the paper's overhead claim (Appendix E.5: two-modality MT-Diffusion costs about 10%
-    more training time per iteration than single-task diffusion);
+    network call (Algorithm 1) of each distinct network the chosen table trains (`--table`,
+    default 2: ADM, ADM conditional, MT-Diffusion-U, -X (masked image), -M, -E (image-label)),
+    named by variant, with each one's ratio to the table's single-task baseline (ADM; the
+    single-task model of Table 4 / night2day). The ratio is the paper's overhead claim
+    (Appendix E.5: two-modality MT-Diffusion costs about 10% more training time per iteration
+    than single-task diffusion);
   * the FLOPs of a training iteration (torch's FlopCounterMode) and the achieved FLOP/s
     against the same run's matmul rate;
   * each fast path (repro.nn.fast_paths, repro.nn.precision) on ADM: step time, sampling
@@ -37,8 +39,7 @@ from repro.cli import profile_option
 from repro.config import compose
 from repro.errors import UserError
 
-# Table 2's models: every MT-Diffusion variant on one backbone (bench name -> spec model).
-VARIANT_MODELS = {"adm": "adm", "U": "mt_u", "X": "mt_x", "M": "mt_m", "E": "mt_e"}
+BASELINE_VARIANTS = ("adm", "single", "adm_cond")   # single-task variants, the first one present is the baseline
 # Fast-path settings timed on ADM: name -> (sdpa, channels_last, checkpoint, precision).
 FAST_PATHS = {
     "default": (False, False, False, "fp32"),
@@ -122,18 +123,40 @@ def eval_images_per_s(cfg, iters: int, device: str) -> dict[str, Any]:
     return {"network": name, "batch": batch, "images_per_s": batch / seconds}
 
 
+def table_models(cfg, table: str) -> dict[str, str]:
+    """Variant name -> the first model of the table's `models` with that network (models that
+    continue or finetune another share its network and are timed once). UserError for a table
+    whose networks are not diffusion models trained by `train` jobs."""
+    from repro.bench.networks import _arch_key
+    from repro.config import available_tables
+
+    if cfg.table.evaluation == "dense" or not cfg.get("models"):
+        supported = [t for t in available_tables() if t != table and t != "diffusionmtl"]
+        raise UserError(f"--table {table}: python -m repro.bench times the diffusion models a table trains and "
+                        f"{table} has none; choose one of {', '.join(supported)}")
+    models, seen = {}, set()
+    for name in cfg.models:
+        config = job_config(cfg, name)
+        key = _arch_key(config)
+        if key not in seen:
+            seen.add(key)
+            models[str(config["model"]["variant"])] = name
+    return models
+
+
 def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> dict[str, Any]:
     cfg = compose(table, profile)
     sample_batch = int(cfg.sample.batch_size)
-    configs = {v: job_config(cfg, m) for v, m in VARIANT_MODELS.items()}
+    configs = {v: job_config(cfg, m) for v, m in table_models(cfg, table).items()}
+    base = next((v for v in BASELINE_VARIANTS if v in configs), next(iter(configs)))
     variants = bench_variants(configs, iters, device, sample_batch)
     rate = matmul_rate(device)
     for v in variants.values():
-        v["train_vs_adm"] = v["train_s"] / variants["adm"]["train_s"]
-        v["sample_vs_adm"] = v["sample_step_s"] / variants["adm"]["sample_step_s"]
+        v["train_vs_baseline"] = v["train_s"] / variants[base]["train_s"]
+        v["sample_vs_baseline"] = v["sample_step_s"] / variants[base]["sample_step_s"]
         v["train_flops_vs_matmul"] = v["train_flops_per_s"] / rate
     out: dict[str, Any] = {
-        "profile": profile, "table": table, "device": device, "torch": torch.__version__,
+        "profile": profile, "table": table, "baseline": base, "device": device, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "iters": iters,
         "train_batch": int(cfg.train.batch_size), "sample_batch": sample_batch,
         "resolution": int(cfg.data.resolution),
@@ -141,9 +164,11 @@ def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> 
         "variants": variants,
     }
     if fast_paths:
-        out["fast_paths"] = bench_fast_paths(configs["adm"], iters, device, sample_batch)
+        out["fast_paths"] = bench_fast_paths(configs[base], iters, device, sample_batch)
     out["eval"] = eval_images_per_s(cfg, iters, device)
-    out["estimated_train_minutes_X"] = variants["X"]["train_s"] * int(cfg.train.steps) / 60
+    slowest = max(variants, key=lambda v: variants[v]["train_s"])
+    out["estimated_train_minutes"] = {"variant": slowest,
+                                      "minutes": variants[slowest]["train_s"] * int(cfg.train.steps) / 60}
     out["peak_rss_mb"] = peak_rss_bytes() / MB
     return out
 
@@ -151,24 +176,27 @@ def run(profile: str, iters: int, device: str, table: str, fast_paths: bool) -> 
 def print_text(res: dict[str, Any]) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame(res["variants"]).T[["parameters", "train_s", "sample_step_s", "train_vs_adm",
-                                             "sample_vs_adm", "train_flops_vs_matmul"]]
+    frame = pd.DataFrame(res["variants"]).T[["parameters", "train_s", "sample_step_s", "train_vs_baseline",
+                                             "sample_vs_baseline", "train_flops_vs_matmul"]]
     print(f"profile {res['profile']} (table {res['table']}): batch {res['train_batch']} (train), "
           f"{res['sample_batch']} (sample), {res['resolution']}px, {res['threads']} torch threads on "
           f"{res['device']}, median of {res['iters']}")
     print(frame.to_string(float_format=lambda v: f"{v:.4g}"))
     if "fast_paths" in res:
-        print("\nfast paths on ADM:")
+        print(f"\nfast paths on {res['baseline']}:")
         print(pd.DataFrame(res["fast_paths"]).T.to_string(float_format=lambda v: f"{v:.4g}"))
     ev = res["eval"]
     print(f"\nevaluation features: {ev['images_per_s']:.4g} images/s ({ev['network']}, batch {ev['batch']}); "
           f"peak RSS {res['peak_rss_mb']:.0f} MB")
-    print(f"estimated training time per model: {res['estimated_train_minutes_X']:.1f} min (X variant)")
+    est = res["estimated_train_minutes"]
+    print(f"estimated training time per model: {est['minutes']:.1f} min ({est['variant']} variant, the slowest; "
+          f"ratios against {res['baseline']})")
 
 
 @click.command()
 @profile_option
-@click.option("--table", default="2", show_default=True, help="spec whose models are timed (Table 2 has every variant)")
+@click.option("--table", default="2", show_default=True,
+              help="spec whose trained networks are timed (Table 2 has every MT-Diffusion variant)")
 @click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
               help="timed repetitions (median reported)")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,

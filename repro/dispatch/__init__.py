@@ -23,6 +23,7 @@ from repro.dispatch.resources import CLUSTERS, check_cluster, check_world
 from repro.dispatch.slurm import submit_slurm, wait_slurm
 from repro.errors import UserError
 from repro.jobs.job import Job, topological
+from repro.jobs.runner import deterministic_setting
 from repro.jobs.store import JobStore
 
 __all__ = ["CLUSTERS", "DispatchReport", "check_cluster", "dispatch"]
@@ -55,10 +56,11 @@ def dispatch(jobs: list[Job], cluster: Mapping[str, Any], store_root: str | Path
     todo = [j for j in order if not store.dir(j).done]
     if cluster["name"] == "local":
         workers, threads = local_settings(cluster)
-        run_local(todo, store_root, workers=workers, threads=threads, progress=progress)
+        run_local(todo, store_root, workers=workers, threads=threads, progress=progress,
+                  deterministic=deterministic_setting(cluster))
         return DispatchReport(total=len(order), cached=cached, ran=len(todo))
     if cluster["name"] == "debug":
-        run_debug(todo, store_root)
+        run_debug(todo, store_root, deterministic_setting(cluster))
         return DispatchReport(total=len(order), cached=cached, ran=len(todo), cluster="debug")
     if cluster["name"] == "slurm":
         check_world(todo, cluster)

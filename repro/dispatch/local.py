@@ -45,14 +45,15 @@ def local_settings(cluster: Mapping[str, Any]) -> tuple[int, int | None]:
 
 
 def run_local(todo: list[Job], store_root: str | Path, *, workers: int = 1, threads: int | None = None,
-              progress: Callable[[str], None] | None = print) -> None:
-    """Run `todo` (dependencies first) on this machine, `workers` jobs at a time."""
+              progress: Callable[[str], None] | None = print, deterministic: bool | None = None) -> None:
+    """Run `todo` (dependencies first) on this machine, `workers` jobs at a time
+    (`deterministic`: cluster.deterministic, applied in the process that runs each job)."""
     if workers <= 1 or len(todo) <= 1:
         _set_threads(threads)
         for job in todo:
-            run_job(job, store_root)
+            run_job(job, store_root, deterministic)
         return
-    _run_pool(todo, str(store_root), workers, threads, progress or (lambda line: None))
+    _run_pool(todo, str(store_root), workers, threads, progress or (lambda line: None), deterministic)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -75,7 +76,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(job: Job, store_root: str, threads: int | None) -> float:
+def _worker(job: Job, store_root: str, threads: int | None, deterministic: bool | None = None) -> float:
     """One job in a worker process; its output goes to the job's log.txt only (the terminal
     would interleave several progress bars)."""
     _set_threads(threads)
@@ -84,14 +85,14 @@ def _worker(job: Job, store_root: str, threads: int | None) -> float:
         out, err = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = quiet
         try:
-            run_job(job, store_root)
+            run_job(job, store_root, deterministic)
         finally:
             sys.stdout, sys.stderr = out, err
     return time.time() - started
 
 
 def _run_pool(todo: list[Job], store_root: str, workers: int, threads: int | None,
-              progress: Callable[[str], None]) -> None:
+              progress: Callable[[str], None], deterministic: bool | None = None) -> None:
     """Start each job once the jobs it reads have finished; after a failure start nothing new,
     let the running jobs finish (their results stay in the store) and raise the first error."""
     waiting = {job.key: job for job in todo}
@@ -111,7 +112,7 @@ def _run_pool(todo: list[Job], store_root: str, workers: int, threads: int | Non
                         break
                     job = waiting.pop(key)
                     del blockers[key]
-                    running[pool.submit(_worker, job, store_root, threads)] = job
+                    running[pool.submit(_worker, job, store_root, threads, deterministic)] = job
                     progress(f"[{finished}/{len(todo)}] started {job.name} [{job.key}]")
             elif not running:
                 break
@@ -134,8 +135,8 @@ def _run_pool(todo: list[Job], store_root: str, workers: int, threads: int | Non
         raise error
 
 
-def run_debug(todo: list[Job], store_root: str | Path) -> None:
+def run_debug(todo: list[Job], store_root: str | Path, deterministic: bool | None = None) -> None:
     """Run `todo` (dependencies first) through submitit's debug executor."""
     executor = submitit.DebugExecutor(folder=str(Path(store_root) / SUBMITIT_DIR))
     for job in todo:  # dependencies first; the debug executor runs each on .result()
-        executor.submit(run_job, job, str(store_root)).result()
+        executor.submit(run_job, job, str(store_root), deterministic).result()

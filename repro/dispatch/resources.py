@@ -22,6 +22,9 @@ def check_cluster(cluster: Mapping[str, Any]) -> None:
     """UserError unless jobs can be dispatched to `cluster` (SLURM: reachable, partition exists)."""
     if cluster["name"] not in CLUSTERS:
         raise UserError(f"cluster {cluster['name']!r} is not available here: choose one of {', '.join(CLUSTERS)}")
+    from repro.jobs.runner import deterministic_setting
+
+    deterministic_setting(cluster)
     if cluster["name"] == "local":
         from repro.dispatch.local import local_settings
 

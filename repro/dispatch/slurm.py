@@ -25,6 +25,7 @@ import submitit
 
 from repro.dispatch.resources import resources
 from repro.dispatch.slurm_entry import SlurmEntry
+from repro.jobs.runner import deterministic_setting
 from repro.dispatch.slurm_queue import squeue_states
 from repro.io import atomic_write_json
 from repro.jobs.job import Job
@@ -72,7 +73,7 @@ def submit_slurm(todo: list[Job], cluster: Mapping[str, Any], store_root: Path) 
             out = store.prepare(job)
             atomic_write_json(out / "status.json", {"state": "submitted", "name": job.name, "submitted": time.time()})
         with executor.batch():
-            handles = [executor.submit(SlurmEntry(), job, str(store_root)) for job in group]
+            handles = [executor.submit(SlurmEntry(deterministic_setting(cluster)), job, str(store_root)) for job in group]
         for job, handle in zip(group, handles):
             ids[job.key] = handle.job_id
             atomic_write_json(store.dir(job) / SLURM_FILE, {

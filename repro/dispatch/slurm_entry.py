@@ -30,6 +30,9 @@ class SlurmEntry(submitit.helpers.Checkpointable):
     after USR2; the body has already saved its state by then, so the same call resumes it.
     """
 
+    def __init__(self, deterministic: bool | None = None):
+        self.deterministic = deterministic   # cluster.deterministic (repro.jobs.runner.set_deterministic)
+
     def __call__(self, job: Job, store_root: str) -> dict[str, Any]:
         _threads_from_slurm()
         usr = submitit.JobEnvironment._usr_sig()
@@ -38,7 +41,7 @@ class SlurmEntry(submitit.helpers.Checkpointable):
             signal.signal(usr, request_stop)
             signal.signal(signal.SIGTERM, request_stop)
         try:
-            return run_job(job, store_root)
+            return run_job(job, store_root, getattr(self, "deterministic", None))   # older pickles lack it
         except Preempted as stop:
             if stop.signum == usr and callable(submitit_usr_handler) and submitit.JobEnvironment().global_rank == 0:
                 submitit_usr_handler(usr, None)     # submitit: checkpoint(), scontrol requeue, exit

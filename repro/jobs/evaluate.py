@@ -3,6 +3,13 @@
 Evaluators read only the sample job's files (and the feature network), never the
 diffusion model: re-evaluating gives identical numbers without sampling again.
 
+The network passes (LPIPS distances, feature extraction, embeddings) run batch by batch
+through the job's `BatchCheckpoints` (repro.jobs.batches): a killed evaluation resumes at the
+next batch. Each saved batch is exactly one batch of `eval.batch_size` images, the slice the
+uninterrupted pass computes in one call, so the resumed numbers are bit-identical to it. What
+follows the passes (means, the bootstrap replicates of the generation metrics) is one step,
+computed again after a kill.
+
 Why one module of ~330 lines: it is the one dispatch from a table's `evaluation` name to its
 evaluator, each evaluator with the per-image cells its intervals need and the `reads()` that
 keys its job; one evaluator per table kind, each short, kept beside the declaration of what
@@ -20,6 +27,7 @@ from repro.data.pixels import to_model_space
 from repro.errors import UserError
 from repro.io import atomic_save_npz
 from repro.jobs import samples as samples_format
+from repro.jobs.batches import BatchCheckpoints
 from repro.data.registry import data_reads
 from repro.jobs.store import JobDir
 from repro.report.cells import CellData, arrays_of_cells, cell_interval, cells_from_arrays
@@ -66,15 +74,35 @@ def reference_images(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return x, degrade(x, row["kind"], float(row["strength"]), torch.Generator().manual_seed(0))
 
 
-def lpips_reference(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
-    """Table 1's calibration rows: LPIPS(degraded test image, original), the whole image degraded
-    (no mask), so the same per-image scores fill every mask-count column."""
+def batched_lpips(model, a: torch.Tensor, b: torch.Tensor, batch_size: int, batches: BatchCheckpoints,
+                  tag: str) -> torch.Tensor:
+    """Per-pair LPIPS distances [N] of a and b, one saved batch of `batch_size` pairs at a time."""
     from repro.metrics import lpips_distance
 
+    with torch.no_grad():
+        parts = [batches.tensor(tag, i, lambda lo=lo: lpips_distance(model, a[lo:lo + batch_size],
+                                                                     b[lo:lo + batch_size], batch_size=batch_size))
+                 for i, lo in enumerate(range(0, len(a), batch_size))]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def batched_features(images: np.ndarray, extractor, batch_size: int,
+                     batches: BatchCheckpoints) -> dict[str, torch.Tensor]:
+    """`repro.metrics.fidelity.extract_features` of uint8 images, one saved batch at a time."""
+    from repro.metrics.fidelity import extract_features
+
+    parts = [batches("features", i, lambda lo=lo: {k: v.numpy() for k, v in extract_features(
+        images[lo:lo + batch_size], extractor, batch_size).items()})
+        for i, lo in enumerate(range(0, len(images), batch_size))]
+    return {k: torch.cat([torch.from_numpy(p[k]) for p in parts]) for k in (parts[0] if parts else {})}
+
+
+def lpips_reference(cfg: dict, deps: dict[str, JobDir], batches: BatchCheckpoints) -> dict[str, Any]:
+    """Table 1's calibration rows: LPIPS(degraded test image, original), the whole image degraded
+    (no mask), so the same per-image scores fill every mask-count column."""
     model, extractor = lpips_model(cfg, deps)
     original, degraded = reference_images(cfg)
-    with torch.no_grad():
-        d = lpips_distance(model, degraded, original, batch_size=cfg["eval"]["batch_size"])
+    d = batched_lpips(model, degraded, original, cfg["eval"]["batch_size"], batches, "lpips")
     items = d.detach().cpu().numpy().astype(np.float64)
     columns = cfg["table"]["columns"]
     print(f"{cfg['row']['name']}: LPIPS {float(d.mean()):.4f} (n={len(d)}, every column)")
@@ -82,20 +110,18 @@ def lpips_reference(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
             "cells": {c: CellData(float(d.mean()), items=items) for c in columns}}
 
 
-def lpips_restoration(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+def lpips_restoration(cfg: dict, deps: dict[str, JobDir], batches: BatchCheckpoints = BatchCheckpoints(None)
+                      ) -> dict[str, Any]:
     """Table 1: mean LPIPS(restored, original) per mask count (and its standard error)."""
-    from repro.metrics import lpips_distance
-
     if is_reference(cfg["row"]):
-        return lpips_reference(cfg, deps)
+        return lpips_reference(cfg, deps, batches)
     model, extractor = lpips_model(cfg, deps)
     saved = samples_format.read(deps["samples"])
     values, sems, cells, n = {}, {}, {}, 0
     for m, column in zip(cfg["eval"]["mask_counts"], cfg["table"]["columns"]):
         arr = saved.restorations(m)
-        with torch.no_grad():
-            d = lpips_distance(model, to_model_space(arr["restored"]), to_model_space(arr["original"]),
-                               batch_size=cfg["eval"]["batch_size"])
+        d = batched_lpips(model, to_model_space(arr["restored"]), to_model_space(arr["original"]),
+                          cfg["eval"]["batch_size"], batches, f"lpips-m{m}")
         n = len(d)
         values[column] = float(d.mean())
         cells[column] = CellData(values[column], items=d.detach().cpu().numpy().astype(np.float64))
@@ -108,9 +134,11 @@ def _samples(deps: dict[str, JobDir]) -> tuple[dict[str, Any], samples_format.Sa
     return deps["samples"].result(), samples_format.read(deps["samples"])
 
 
-def segmentation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+def segmentation(cfg: dict, deps: dict[str, JobDir], batches: BatchCheckpoints = BatchCheckpoints(None)
+                 ) -> dict[str, Any]:
     """Table 4: per-pixel / per-class accuracy and class IoU of the generated label maps,
-    all three from one confusion matrix over the test set (ignore label excluded)."""
+    all three from one confusion matrix over the test set (ignore label excluded; no network
+    pass, so nothing to resume)."""
     from repro.metrics.segmentation import confusion_matrix, segmentation_scores
 
     res, arr = _samples(deps)
@@ -139,7 +167,8 @@ def generation_extractor(cfg: dict, deps: dict[str, JobDir]):
     raise UserError(f"unknown features.kind {kind!r}: choose embedded or pretrained")
 
 
-def translation_fidelity(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+def translation_fidelity(cfg: dict, deps: dict[str, JobDir], batches: BatchCheckpoints = BatchCheckpoints(None)
+                         ) -> dict[str, Any]:
     """night2day (Appendix E.1): FID and IS of the generated day images; FID against the test
     set's real day images. The ground-truth row is that reference itself: IS only."""
     from repro.metrics.fidelity import generation_metrics_with_replicates
@@ -147,9 +176,11 @@ def translation_fidelity(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     res, arr = _samples(deps)
     extractor, name = generation_extractor(cfg, deps)
     n = len(arr["generated"])
+    feats = batched_features(arr["generated"], extractor, cfg["eval"]["batch_size"], batches)
     m, reps = generation_metrics_with_replicates(arr["generated"], arr["truth"], extractor,
                                                  batch_size=cfg["eval"]["batch_size"], isc_splits=min(10, n),
-                                                 n_resamples=GENERATION_RESAMPLES, seed=_row_seed(cfg))
+                                                 n_resamples=GENERATION_RESAMPLES, seed=_row_seed(cfg),
+                                                 features=feats)
     if res["method"] == "ground_truth":
         m["FID"] = float("nan")   # FID of the reference against itself is 0 by construction
     print(f"{cfg['row']['name']}: FID {m['FID']:.3f}, IS {m['IS']:.3f} (n={n})")
@@ -158,7 +189,8 @@ def translation_fidelity(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
             "all_metrics": m, "cells": {c: CellData(m[c], replicates=reps[c]) for c in columns}}
 
 
-def representation_agreement(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+def representation_agreement(cfg: dict, deps: dict[str, JobDir],
+                             batches: BatchCheckpoints = BatchCheckpoints(None)) -> dict[str, Any]:
     """Appendix E.4 with a number: mean cosine similarity between each jointly generated
     representation and the representation of its jointly generated image (`pairing: joint`),
     or of another sample's image (`pairing: random`), the chance level."""
@@ -167,9 +199,10 @@ def representation_agreement(cfg: dict, deps: dict[str, JobDir]) -> dict[str, An
     res, arr = _samples(deps)
     embed, name = load_embedder(cfg, deps)
     images, reps = to_model_space(arr["images"]), torch.from_numpy(arr["representations"]).float()
+    bs = cfg["eval"]["batch_size"]
     with torch.no_grad():
-        target = torch.cat([embed(images[i:i + cfg["eval"]["batch_size"]])
-                            for i in range(0, len(images), cfg["eval"]["batch_size"])])
+        target = torch.cat([batches.tensor("embeddings", b, lambda i=i: embed(images[i:i + bs]))
+                            for b, i in enumerate(range(0, len(images), bs))])
     pairing = cfg["row"].get("pairing", "joint")
     if pairing == "random":
         # Samples are independent draws, so pairing each one with the next sample's image
@@ -200,7 +233,8 @@ def generation_reference(cfg: dict) -> tuple[np.ndarray | Path, str]:
     return to_uint8(images.images(np.arange(n))), f"{n} {ref['split']} images of {cfg['data']['name']}"
 
 
-def generation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
+def generation(cfg: dict, deps: dict[str, JobDir], batches: BatchCheckpoints = BatchCheckpoints(None)
+               ) -> dict[str, Any]:
     """Tables 2-3: IS, FID, sFID, Precision and Recall (k = 3) of a row's saved samples.
 
     One feature pass over the samples (repro.metrics.fidelity); the reference statistics are
@@ -218,7 +252,8 @@ def generation(cfg: dict, deps: dict[str, JobDir]) -> dict[str, Any]:
     reference, ref_name = generation_reference(cfg)
     cache = deps["features" if is_reference(cfg["row"]) else "samples"].path.parent / "_cache" / "fidelity"
     n = len(samples)
-    m, reps = generation_metrics_with_replicates(samples, reference, extractor, cache,
+    feats = batched_features(samples, extractor, cfg["eval"]["batch_size"], batches)
+    m, reps = generation_metrics_with_replicates(samples, reference, extractor, cache, features=feats,
                                                  batch_size=cfg["eval"]["batch_size"],
                                                  isc_splits=min(cfg["eval"].get("isc_splits", 10), n),
                                                  prc_neighborhood=cfg["eval"].get("prc_k", 3),
@@ -243,7 +278,9 @@ def reads(view: dict) -> list[str]:
     only: what a row asks of sampling is in its samples job's key, which this job's key includes."""
     name, ev = view["table"]["evaluation"], view.get("eval", {})
     pretrained = view.get("features", {}).get("kind") == "pretrained"
-    common = ["table.evaluation", "table.columns", "row.name", "row.method"]
+    # eval.sleep_s: tests only (set on the job by tests/test_sampling_resume.py to slow each batch
+    # enough to kill it between two); the plan never puts it in a view, so no key holds it
+    common = ["table.evaluation", "table.columns", "row.name", "row.method", "eval.sleep_s"]
     extractor = ["features.kind", *(["weights.inception"] if pretrained else [])]
     # calibration rows read test images and how to degrade them instead of a samples job
     reference = (["row.kind", "row.strength", "eval.n_images", *data_reads(view["data"], "test")]
@@ -263,7 +300,7 @@ def reads(view: dict) -> list[str]:
     return common   # segmentation: the saved label maps only
 
 
-EVALUATORS: dict[str, Callable[[dict, dict[str, JobDir]], dict[str, Any]]] = {
+EVALUATORS: dict[str, Callable[[dict, dict[str, JobDir], BatchCheckpoints], dict[str, Any]]] = {
     "lpips_restoration": lpips_restoration,
     "generation": generation,
     "segmentation": segmentation,
@@ -278,7 +315,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     name = cfg["table"]["evaluation"]
     if name not in EVALUATORS:
         raise UserError(f"unknown evaluation {name!r}: choose one of {', '.join(EVALUATORS)}")
-    result = EVALUATORS[name](cfg, deps)
+    batches = BatchCheckpoints(out.path, sleep_s=cfg.get("eval", {}).get("sleep_s", 0.0))
+    result = EVALUATORS[name](cfg, deps, batches)
     cells: dict[str, CellData] = result.pop("cells")
     columns = list(cfg["table"]["columns"])
     atomic_save_npz(out / CELLS_FILE, **arrays_of_cells(columns, cells))

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from repro.errors import UserError
 from repro.io import atomic_write_json
@@ -126,7 +126,40 @@ def _logging_to(path: Path):
             sys.stdout, sys.stderr = out, err
 
 
-def run_job(job: Job, store_root: str | Path) -> dict[str, Any]:
+CUBLAS_WORKSPACE = ":4096:8"   # what cuBLAS needs to pick deterministic GEMM reductions (CUDA >= 10.2)
+
+
+def deterministic_setting(cluster: Mapping[str, Any]) -> bool | None:
+    """`cluster.deterministic` (true, false, or null: leave torch's setting alone); UserError otherwise."""
+    value = cluster.get("deterministic")
+    if value is not None and not isinstance(value, bool):
+        raise UserError(f"cluster.deterministic={value!r} takes true, false or null")
+    return value
+
+
+def set_deterministic(on: bool | None) -> None:
+    """Ask torch for deterministic kernels in this process (`cluster.deterministic`; None: as is).
+
+    On: `torch.use_deterministic_algorithms(True, warn_only=True)`, cuDNN autotuning off, and
+    CUBLAS_WORKSPACE_CONFIG set (unless the user set it) before any CUDA work, as cuBLAS
+    requires. `warn_only`: an op that has no deterministic kernel (on CUDA, e.g. the backward
+    of nearest-neighbour upsampling) warns once in the job's log instead of failing the job,
+    so such a run is reproducible except for those ops. On the CPU, torch's kernels are
+    deterministic at a fixed thread count either way, so the setting is not expected to change
+    CPU numbers (not yet compared on a full table); on a GPU it trades
+    speed for run-to-run equality. Each job's provenance records it (`_threads`).
+    """
+    if on is None:
+        return
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
+def run_job(job: Job, store_root: str | Path, deterministic: bool | None = None) -> dict[str, Any]:
     """Execute `job` unless the store holds its result intact; return its result.
 
     Rank 0 holds the job's lock (repro.jobs.lock) from the integrity check to the result:
@@ -137,6 +170,7 @@ def run_job(job: Job, store_root: str | Path) -> dict[str, Any]:
     """
     from repro.jobs.distributed import world_from_environment
 
+    set_deterministic(deterministic)
     store = JobStore(store_root)
     world = world_from_environment()
     out = store.dir(job)
@@ -227,7 +261,9 @@ def _threads() -> dict[str, Any]:
 
     return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 def _slurm_info() -> dict[str, Any]:

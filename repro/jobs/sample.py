@@ -2,7 +2,9 @@
 
 The task returns arrays (`repro.tasks.base.Task.sample`); this job writes them in the one
 samples format (`repro.jobs.samples`), part by part: a requeued Table 1 job keeps the mask
-counts it had written.
+counts it had written, and within a mask count the batches it had finished
+(`checkpoint_batches/`, repro.jobs.batches), so a killed job resumes at the next batch with
+the same numbers as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from repro.data.registry import dataset
 from repro.diffusion import MTProcess
 from repro.jobs import samples
+from repro.jobs.batches import BatchCheckpoints
 from repro.jobs.store import JobDir
 from repro.jobs.trained import load_denoiser
 from repro.tasks import make_task
@@ -43,11 +46,13 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         task = make_task(cfg)
     kind = task.samples_kind
     held = samples.read(out).parts() if kind == "restorations" and samples.exists(out) else []
+    # each finished batch is saved (with the sampler's generator state) and read back after a kill
+    batches = BatchCheckpoints(out.path, sleep_s=cfg["sample"].get("sleep_s", 0.0))
     for part in task.sample_parts(cfg):
         if part in held:   # finished before a preemption: keep it
             continue
         with sampling_autocast(cfg, model):
-            arrays = task.sample(cfg, model, process, part)
+            arrays = task.sample(cfg, model, process, part, batches=batches.tensor)
         samples.write(out, kind, arrays, part=part if kind == "restorations" else None)
         saved = samples.read(out)
         if kind == "translations":

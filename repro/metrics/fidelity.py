@@ -323,8 +323,12 @@ def generation_metrics_with_replicates(
     batch_size: int = 64,
     isc_splits: int = 10,
     prc_neighborhood: int = 3,
+    features: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """`compute_generation_metrics` plus `n_resamples` bootstrap replicates of each metric.
+
+    `features`: the samples' `extract_features` output when the caller has it already (an
+    evaluation job extracts them batch by batch, to resume after a kill); else extracted here.
 
     Each replicate resamples the generated samples' features with replacement (one feature
     pass, no re-extraction) and recomputes all five metrics against the *fixed* reference
@@ -340,7 +344,7 @@ def generation_metrics_with_replicates(
     _check_images(samples, "samples")
     layers = _layers(extractor)
     ref = reference_statistics(reference, extractor, cache_dir, batch_size)
-    feats = extract_features(samples, extractor, batch_size)
+    feats = features if features is not None else extract_features(samples, extractor, batch_size)
     point = metrics_from_features(feats, ref, layers, isc_splits=isc_splits, prc_neighborhood=prc_neighborhood,
                                   source=extractor.get_name())
     names = list(point)

@@ -20,6 +20,9 @@ from repro.diffusion import MTProcess
 from repro.errors import UserError
 
 TASKS: dict[str, type["Task"]] = {}
+# Runs batch `b` of the sequence `tag`: `(tag, b, compute, generator) -> compute()`'s tensor, or the
+# same tensor saved by an earlier, killed run, with `generator` set to its state after that batch.
+BatchRunner = Callable[[str, int, Callable[[], Tensor], torch.Generator | None], Tensor]
 
 
 def register(cls: type["Task"]) -> type["Task"]:
@@ -104,8 +107,10 @@ class Task(abc.ABC):
         return ("all",)
 
     def sample(self, cfg: Mapping[str, Any], model: nn.Module | None, process: MTProcess | None,
-               part: str = "all") -> dict[str, np.ndarray]:
+               part: str = "all", batches: "BatchRunner | None" = None) -> dict[str, np.ndarray]:
         """One part of a row's samples as arrays (the names `repro.jobs.samples.KINDS` gives for
-        `samples_kind`); never writes files."""
+        `samples_kind`); never writes files. `batches`, where given, runs each batch (the sampling
+        job passes its per-batch checkpoints, repro.jobs.batches); a task that samples its part
+        in one piece ignores it (a killed job then redoes the part)."""
         raise UserError(f"the {self.name} task has no sampling rows of its own: use the generation rows "
                         f"(method: generate)")

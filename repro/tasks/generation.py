@@ -87,8 +87,8 @@ class SingleTaskGeneration(Task):
         return self.inner.sample_parts(cfg)
 
     def sample(self, cfg: Mapping[str, Any], model: nn.Module | None, process: MTProcess | None,
-               part: str = "all") -> dict[str, np.ndarray]:
-        return self.inner.sample(cfg, model, process, part)
+               part: str = "all", batches=None) -> dict[str, np.ndarray]:
+        return self.inner.sample(cfg, model, process, part, batches)
 
 
 def null_data(kind: str, like: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ image also enters the network on extra input channels).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -25,7 +26,7 @@ from repro.diffusion.restoration import composite as keep_known
 from repro.errors import UserError
 from repro.nn import MTDiffusionModel, OutputBlockHead
 from repro.tasks.backbone import build_unet
-from repro.tasks.base import Task, register
+from repro.tasks.base import BatchRunner, Task, register
 
 VARIANTS = ("adm", "U", "X")
 MODALITY = "masked"
@@ -84,11 +85,13 @@ class MaskedImageTask(Task):
         return tuple(str(int(m)) for m in cfg["eval"]["mask_counts"])
 
     def sample(self, cfg: Mapping[str, Any], model: MTDiffusionModel | None, process: MTProcess | None,
-               part: str = "all") -> dict[str, np.ndarray]:
+               part: str = "all", batches: BatchRunner | None = None) -> dict[str, np.ndarray]:
         """Restorations of the first `eval.n_images` test images with `part` (a mask count) patches.
 
         The masks depend only on (seed, m), so every row restores the same masked images.
-        Returns original / masked / restored (uint8) and the masks.
+        Returns original / masked / restored (uint8) and the masks. One generator draws the
+        noise of every batch in turn; `batches` (the job's checkpoints) saves its state with
+        each batch, so a resumed run continues the same stream.
         """
         row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
         m = int(part)
@@ -104,11 +107,14 @@ class MaskedImageTask(Task):
         # the prior is Algorithm 1's, compositing needs a restoration to paste into.
         prior = cfg["diffusion"]["prior"] if method == "mt_restore" else None
         composite = bool(ev["composite"]) if method != "clean_masked" else False
+        run_batch = batches or (lambda tag, b, compute, generator: compute())
         restored = torch.cat([
-            restore(method, masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
-                    model=model, process=process, generator=g, row=row, prior=prior,
-                    clip_denoised=smp["clip_denoised"], composite=composite)
-            for lo in tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True, disable=len(chunks) < 2)])
+            run_batch(f"restored-m{m}", b, functools.partial(
+                restore, method, masked[lo:lo + smp["batch_size"]], masks[lo:lo + smp["batch_size"]],
+                model=model, process=process, generator=g, row=row, prior=prior,
+                clip_denoised=smp["clip_denoised"], composite=composite), g)
+            for b, lo in enumerate(tqdm(chunks, desc=f"{row['name']} m={m}", dynamic_ncols=True,
+                                        disable=len(chunks) < 2))])
         return {"original": to_uint8(originals), "masked": to_uint8(masked), "restored": to_uint8(restored),
                 "mask": masks[:, 0].to(torch.uint8).numpy()}
 

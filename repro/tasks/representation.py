@@ -176,7 +176,7 @@ class RepresentationTask(Task):
     # --- Appendix E.4 -------------------------------------------------------------------
 
     def sample(self, cfg: Mapping[str, Any], model: MTDiffusionModel | None, process: MTProcess | None,
-               part: str = "all") -> dict[str, np.ndarray]:
+               part: str = "all", batches=None) -> dict[str, np.ndarray]:
         """`eval.n_images` (image, representation) pairs drawn jointly: images (uint8), representations."""
         row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
         if model is None:

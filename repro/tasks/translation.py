@@ -146,7 +146,7 @@ class TranslationTask(Task):
     # --- Table 4 / night2day ------------------------------------------------------------
 
     def sample(self, cfg: Mapping[str, Any], model: nn.Module | None, process: MTProcess | None,
-               part: str = "all") -> dict[str, np.ndarray]:
+               part: str = "all", batches=None) -> dict[str, np.ndarray]:
         """Translations of the first `eval.n_images` test sources: source / truth / generated
         (uint8), and for label maps the true and predicted class ids."""
         row, ev, smp = cfg["row"], cfg["eval"], cfg["sample"]
