@@ -186,7 +186,7 @@ def test_every_row_has_its_own_sample_figure(table2):
 def test_sample_figures_caption_only_the_classes_that_mattered():
     """Class names above the samples only where the class steered sampling (class-conditional
     ADM) or was generated with the image (M, E); never over an unconditional model's samples."""
-    from repro.table import _label_meaning
+    from repro.table_figures import _label_meaning
 
     gen = {r.name: r.job.deps["samples"] for r in plan(compose("2", "tiny")) if "samples" in r.job.deps}
     assert _label_meaning(gen["ADM (class cond)"]) == "the class it was conditioned on"
