@@ -38,7 +38,8 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.jobs.store import JobStore
     from repro.plan import readings, readings_line, reference_rows, table_jobs
     from repro.report.paper import table_spec
-    from repro.report.render import render_table, staged
+    from repro.report.render import render_table
+    from repro.report.staging import staged
 
     if cluster not in available_clusters():
         raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
