@@ -35,3 +35,14 @@ def slurm_cluster() -> None:
         if os.environ.get("REPRO_REQUIRE_SLURM") == "1":
             pytest.fail(f"REPRO_REQUIRE_SLURM=1 but {problem}", pytrace=False)
         pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests, restored after it: tiny models on a loaded
+    2-core machine, where OpenMP's barriers cost more than a second thread saves, and a module
+    before may have changed the count (use: pytestmark = pytest.mark.usefixtures("one_thread"))."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,6 +9,8 @@ from repro.diffusion.network_input import NETWORK_INPUTS, NetworkInput, SecondMo
 from repro.errors import UserError
 from repro.nn import MTDiffusionModel, OutputBlockHead, UNetModel
 
+from helpers import randomize_
+
 
 def in_float64(model):
     """The U-Net computes in float32; run the process in float64 around it."""
@@ -26,11 +28,7 @@ def tiny_x_model(seed: int = 0) -> MTDiffusionModel:
                          attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels=8,
                          use_scale_shift_norm=True, extra_in_channels=3)
     model = MTDiffusionModel(backbone, {"mask": (OutputBlockHead(16, 3), "final")})
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    return randomize_(model, seed + 1, scale=0.2).eval()
 
 
 def batch(B=6, seed=3):

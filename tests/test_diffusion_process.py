@@ -11,15 +11,7 @@ diffusers = pytest.importorskip("diffusers")
 from repro.diffusion import MTProcess, aggregation_weights, make_betas, space_timesteps  # noqa: E402
 from repro.errors import UserError  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: on a loaded 2-core machine OpenMP's thread barriers cost far more
-    # than the second thread saves.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 

@@ -12,15 +12,7 @@ from repro.diffusion import (  # noqa: E402
 )
 from repro.errors import UserError  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: on a loaded 2-core machine OpenMP's thread barriers cost far more
-    # than the second thread saves.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 DIFFUSERS_NAME = {"linear": "linear", "cosine": "squaredcos_cap_v2"}

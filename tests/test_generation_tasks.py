@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,26 +17,9 @@ from repro.tasks import make_task
 from repro.tasks.generation import SingleTaskGeneration, generate
 from repro.tasks.image_label import ImageLabelTask
 
-LAYOUTS = Path(__file__).parent / "data" / "adm-checkpoints"
-TINY_UNET = dict(model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8],
-                 num_head_channels=8, dropout=0.0, use_scale_shift_norm=True, resblock_updown=True)
-TINY_HEAD = dict(width=8, depth=1, attention_resolutions=[8], channel_mult=[1, 2], num_head_channels=8)
+from helpers import TINY_HEAD, TINY_UNET, load_layout, randomize_
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def tiny_task(variant: str, **kw) -> tuple[ImageLabelTask, torch.nn.Module]:
@@ -131,7 +112,7 @@ def test_generation_is_seeded(variant, condition):
 
 
 def layout(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    return [(k, tuple(s)) for k, s in json.loads((LAYOUTS / f"{name}.json").read_text())["state_dict"]]
+    return [(k, tuple(s)) for k, s in load_layout(name)["state_dict"]]
 
 
 def test_paper_models_have_the_released_layouts():

@@ -10,33 +10,17 @@ from repro.diffusion import classifier_guidance
 from repro.tasks.generation import generate
 from repro.tasks.image_label import ImageLabelTask, build_classifier
 
-TINY_UNET = dict(model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8],
-                 num_head_channels=8, dropout=0.0, use_scale_shift_norm=True, resblock_updown=True)
-TINY_HEAD = dict(width=8, depth=1, attention_resolutions=[8], channel_mult=[1, 2], num_head_channels=8)
+from helpers import TINY_HEAD, TINY_UNET, randomize_
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize_(module, seed=0, scale=0.1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module.eval().requires_grad_(False)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def nets():
     torch.manual_seed(0)
     task = ImageLabelTask(16, 10, variant="adm_cond")
-    model = randomize_(task.build_model(TINY_UNET, "adm_cond"), seed=1, scale=0.05)
-    classifier = randomize_(build_classifier(TINY_HEAD, 16, 10), seed=2, scale=0.5)
+    model = randomize_(task.build_model(TINY_UNET, "adm_cond"), seed=1, scale=0.05).eval().requires_grad_(False)
+    classifier = randomize_(build_classifier(TINY_HEAD, 16, 10), seed=2, scale=0.5).eval().requires_grad_(False)
     return task, model, classifier
 
 

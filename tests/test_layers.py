@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("CLIs", ("repro.table", "repro.readings", "repro.dryrun", "repro.steps", "repro.status", "repro.figure",
-              "repro.bench", "repro.bench.*", "repro.features", "repro.cli",
+    ("CLIs", ("repro.table", "repro.table_*", "repro.readings", "repro.dryrun", "repro.steps", "repro.status",
+              "repro.figure", "repro.bench", "repro.bench.*", "repro.features", "repro.cli",
               "repro.__main__", "repro.*.__main__")),
     # repro.config composes a spec with hydra: the first step of planning, used by plan and the CLIs.
     ("dispatch/plan", ("repro.dispatch", "repro.dispatch.*", "repro.plan", "repro.config", "repro.schema")),

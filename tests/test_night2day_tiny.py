@@ -10,14 +10,15 @@ import pytest
 from repro.jobs import samples as samples_format
 from repro.table import cli
 
+from helpers import tiny_table_args
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def night2day(tmp_path_factory):
     root = tmp_path_factory.mktemp("n2d")
-    args = ["night2day", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
-            f"data.root={root / 'data'}"]
+    args = tiny_table_args("night2day", root)
     assert cli(args) == 0
     return root
 

@@ -1,9 +1,7 @@
 """ADM noisy classifier: released-checkpoint layouts, pooling heads, forward behaviour."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,37 +10,9 @@ import torch.nn.functional as F
 from repro.errors import UserError
 from repro.nn import AttentionPool2d, EncoderUNetModel, classifier_from_flags
 
-LAYOUTS = Path(__file__).parent / "data" / "adm-checkpoints"
+from helpers import load_layout, randomize_, tiny_classifier
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_layout(name: str) -> dict:
-    return json.loads((LAYOUTS / f"{name}.json").read_text())
-
-
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
-
-
-def tiny_classifier(pool: str, **kw) -> EncoderUNetModel:
-    args = dict(image_size=16, in_channels=3, model_channels=16, out_channels=5, num_res_blocks=1,
-                attention_resolutions=(2, 4), channel_mult=(1, 2, 2), num_head_channels=8,
-                use_scale_shift_norm=True, resblock_updown=True, pool=pool)
-    args.update(kw)
-    torch.manual_seed(0)
-    return EncoderUNetModel(**args)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.mark.parametrize("name", ["64x64_classifier", "128x128_classifier"])

@@ -12,40 +12,21 @@ from repro.nn.attention import attend
 from repro.nn.fast_paths import set_fast_paths, to_channels_last
 from repro.nn.precision import autocast
 
+import helpers
+from helpers import randomize_
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    """Every parameter random (the zero-initialised output convs included), so no branch is trivially 0."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def tiny_unet(**kw) -> UNetModel:
-    args = dict(image_size=8, in_channels=3, model_channels=32, out_channels=3, num_res_blocks=1,
-                attention_resolutions=(1, 2, 4), channel_mult=(1, 2, 2), num_head_channels=16,
-                use_scale_shift_norm=True, resblock_updown=True, dropout=0.0)
-    args.update(kw)
-    torch.manual_seed(0)
-    return randomize_(UNetModel(**args))
+    """Attention at every level, every parameter random (the zero-initialised output convs
+    included), so no branch is trivially 0."""
+    return randomize_(helpers.tiny_unet(**{"attention_resolutions": (1, 2, 4), **kw}))
 
 
 def tiny_classifier(**kw) -> EncoderUNetModel:
-    args = dict(image_size=8, in_channels=3, model_channels=16, out_channels=5, num_res_blocks=1,
-                attention_resolutions=(2, 4), channel_mult=(1, 2, 2), num_head_channels=8,
-                use_scale_shift_norm=True, resblock_updown=True, pool="attention")
-    args.update(kw)
-    torch.manual_seed(0)
-    return randomize_(EncoderUNetModel(**args))
+    """An 8 px attention-pool classifier, every parameter random."""
+    return randomize_(helpers.tiny_classifier(**{"image_size": 8, **kw}))
 
 
 def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,8 +1,6 @@
 """MT-Diffusion heads and the multi-task model (Section 2.2.3)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,33 +16,15 @@ from repro.nn import (
     unet_from_flags,
 )
 
-LAYOUTS = Path(__file__).parent / "data" / "adm-checkpoints"
+import helpers
+from helpers import load_layout, randomize_
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def tiny_unet(**kw) -> UNetModel:
-    args = dict(image_size=8, in_channels=3, model_channels=32, out_channels=3, num_res_blocks=1,
-                attention_resolutions=(4,), channel_mult=(1, 2, 2), num_head_channels=16,
-                use_scale_shift_norm=True, resblock_updown=True)
-    args.update(kw)
-    torch.manual_seed(0)
-    return UNetModel(**args)
+    """Attention at the lowest resolution only."""
+    return helpers.tiny_unet(**{"attention_resolutions": (4,), **kw})
 
 
 def test_output_block_head_is_zero_at_init_and_a_copy_of_the_unet_output_block():
@@ -132,7 +112,7 @@ def test_classifier_head_on_eps_gets_timesteps_and_gradients_reach_everything():
 
 
 def test_backbone_loads_a_released_checkpoint_inside_the_model():
-    layout = json.loads((LAYOUTS / "64x64_diffusion.json").read_text())
+    layout = load_layout("64x64_diffusion")
     state = {k: torch.full((), float(i)).expand(s) for i, (k, s) in enumerate(layout["state_dict"])}
     with torch.device("meta"):
         backbone = unet_from_flags(layout["flags"])

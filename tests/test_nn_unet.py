@@ -1,9 +1,7 @@
 """ADM U-Net: released-checkpoint layouts, forward behaviour, building blocks against oracles."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,45 +9,16 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 
 from repro.errors import UserError
-from repro.nn import AttentionBlock, ResBlock, UNetModel, pad_input_conv, timestep_embedding, unet_from_flags
+from repro.nn import AttentionBlock, ResBlock, pad_input_conv, timestep_embedding, unet_from_flags
 from repro.nn.blocks import GroupNorm32
 
-LAYOUTS = Path(__file__).parent / "data" / "adm-checkpoints"
+from helpers import load_layout, randomize_, tiny_unet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_layout(name: str) -> dict:
-    return json.loads((LAYOUTS / f"{name}.json").read_text())
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def layout_of(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
-
-
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    """Overwrite every parameter (zero-initialised ones included) with small random values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
-
-
-def tiny_unet(**kw) -> UNetModel:
-    args = dict(image_size=8, in_channels=3, model_channels=32, out_channels=3, num_res_blocks=1,
-                attention_resolutions=(2, 4), channel_mult=(1, 2, 2), num_head_channels=16,
-                use_scale_shift_norm=True, resblock_updown=True)
-    args.update(kw)
-    torch.manual_seed(0)
-    return UNetModel(**args)
 
 
 # --- released checkpoint layouts -------------------------------------------------------

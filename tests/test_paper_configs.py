@@ -10,9 +10,7 @@ Slow: minutes on 2 cores (measured per network by `python -m repro.bench --paper
 from __future__ import annotations
 
 import functools
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,9 +20,10 @@ from repro.bench.networks import (
 )
 from repro.config import available_tables, compose
 
+from helpers import load_layout
+
 pytestmark = pytest.mark.slow
 
-LAYOUTS = Path(__file__).parent / "data" / "adm-checkpoints"
 # weights.<key> of the paper specs -> the released checkpoint layout it names.
 RELEASED = {"adm_128_diffusion": "128x128_diffusion", "adm_128_classifier": "128x128_classifier",
             "adm_64_classifier": "64x64_classifier"}
@@ -50,7 +49,7 @@ def networks_by_spec() -> dict[str, list]:
 
 def released_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors with the names and shapes of released checkpoint `name`, in its order."""
-    layout = json.loads((LAYOUTS / f"{name}.json").read_text())
+    layout = load_layout(name)
     g = torch.Generator().manual_seed(seed)
     state = {k: torch.randn(s, generator=g) * 0.02 for k, s in layout["state_dict"]}
     assert sum(math.prod(v.shape) for v in state.values()) == layout["num_parameters"]
@@ -100,7 +99,7 @@ def test_released_64x64_diffusion_is_the_paper_profile_unet():
     with torch.device("meta"):
         model = build(job_config(cfg, "adm_cond")).model
     state = {k: torch.zeros(()).expand(s) for k, s in
-             json.loads((LAYOUTS / "64x64_diffusion.json").read_text())["state_dict"]}
+             load_layout("64x64_diffusion")["state_dict"]}
     model.backbone.load_state_dict(state, strict=True, assign=True)
     # Control: Table 2's trained-from-scratch block (fixed variance) does not take it.
     with torch.device("meta"):

@@ -10,14 +10,15 @@ import torch
 from repro.jobs import samples as samples_format
 from repro.table import cli
 
+from helpers import tiny_table_args
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def representation(tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
-    args = ["representation", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
-            f"data.root={root / 'data'}"]
+    args = tiny_table_args("representation", root)
     assert cli(args) == 0
     return root
 

@@ -8,14 +8,15 @@ import pytest
 
 from repro.table import cli
 
+from helpers import tiny_table_args
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def table1(tmp_path_factory):
     root = tmp_path_factory.mktemp("t1")
-    args = ["1", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
-            f"data.root={root / 'data'}"]
+    args = tiny_table_args("1", root)
     assert cli(args) == 0
     return root, args
 
@@ -114,8 +115,7 @@ def test_a_fresh_store_in_another_process_gives_identical_values(table1, tmp_pat
 
     root, _ = table1
     repo = Path(__file__).resolve().parents[1]
-    args = ["1", "--profile", "tiny", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "tables"),
-            f"data.root={tmp_path / 'data'}"]
+    args = tiny_table_args("1", tmp_path)
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-m", "repro.table", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)

@@ -16,6 +16,8 @@ from repro.jobs.store import JobStore
 from repro.plan import plan
 from repro.table import cli
 
+from helpers import tiny_table_args
+
 pytestmark = pytest.mark.slow
 ROWS = ("ADM (un-cond)", "ADM (class cond)", "MT-Diffusion-U", "MT-Diffusion-X", "MT-Diffusion-M",
         "MT-Diffusion-M*", "MT-Diffusion-E", "MT-Diffusion-E*")
@@ -27,8 +29,7 @@ def table2(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("t2")
-    args = ["2", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
-            f"data.root={root / 'data'}"]
+    args = tiny_table_args("2", root)
     assert cli(args) == 0
     yield root, args
     torch.set_num_threads(threads)
@@ -98,8 +99,7 @@ def test_efficiency_curves_end_at_the_table_rows(table2):
     ("efficiency.rows=['MT-Diffusion-M*']", "not trained from scratch"),
 ])
 def test_efficiency_rows_are_checked_before_any_job(tmp_path, override, message, capsys):
-    args = ["2", "--profile", "tiny", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "tables"),
-            f"data.root={tmp_path / 'data'}", override]
+    args = tiny_table_args("2", tmp_path, override)
     assert cli(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "jobs").exists()
@@ -186,7 +186,7 @@ def test_every_row_has_its_own_sample_figure(table2):
 def test_sample_figures_caption_only_the_classes_that_mattered():
     """Class names above the samples only where the class steered sampling (class-conditional
     ADM) or was generated with the image (M, E); never over an unconditional model's samples."""
-    from repro.table import _label_meaning
+    from repro.table_figures import _label_meaning
 
     gen = {r.name: r.job.deps["samples"] for r in plan(compose("2", "tiny")) if "samples" in r.job.deps}
     assert _label_meaning(gen["ADM (class cond)"]) == "the class it was conditioned on"

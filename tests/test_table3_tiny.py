@@ -14,6 +14,8 @@ from repro.jobs.store import JobStore
 from repro.plan import plan
 from repro.table import cli
 
+from helpers import tiny_table_args
+
 pytestmark = pytest.mark.slow
 RESTORE = "MT-Diffusion* (restoration, 10% masking; not comparable)"
 
@@ -24,7 +26,7 @@ def table3(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("t3")
     overrides = [f"data.root={root / 'data'}"]
-    args = ["3", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"), *overrides]
+    args = tiny_table_args("3", root)
     assert cli(args) == 0
     cfg = compose("3", "tiny", overrides=overrides)
     yield root, cfg, {r.name: r.job for r in plan(cfg)}

@@ -10,6 +10,8 @@ import torch
 from repro.config import available_tables, compose
 from repro.table import cli
 
+from helpers import tiny_table_args
+
 pytestmark = pytest.mark.slow
 
 CITED = ("CycleGAN (Zhu et al., 2017)", "pix2pix (Isola et al., 2017)", "InternImage-H (Wang et al., 2022)")
@@ -19,8 +21,7 @@ COLUMNS = ("per_pixel_acc", "per_class_acc", "class_IoU")
 @pytest.fixture(scope="module")
 def table4(tmp_path_factory):
     root = tmp_path_factory.mktemp("t4")
-    args = ["4", "--profile", "tiny", "--store", str(root / "jobs"), "--out", str(root / "tables"),
-            f"data.root={root / 'data'}"]
+    args = tiny_table_args("4", root)
     assert cli(args) == 0
     return root, args
 

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from repro.cli import out_option, profile_option, profile_out, run
-from repro.report.render import STAGING, staged, table_files
+from repro.report.staging import STAGING, staged, table_files
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = {"table1.md": "old md", "table1.json": "{}", "metrics/table1.json": "{}",
@@ -66,7 +66,7 @@ def test_a_finished_render_replaces_the_whole_set_and_drops_stale_files(tmp_path
 
 def test_a_kill_mid_render_keeps_the_previous_set_and_the_next_run_cleans_up(tmp_path):
     _write(tmp_path, OLD)
-    script = ("import os, signal, sys; from pathlib import Path; from repro.report.render import staged\n"
+    script = ("import os, signal, sys; from pathlib import Path; from repro.report.staging import staged\n"
               f"with staged(Path({str(tmp_path)!r}), 'table1') as s:\n"
               "    (s / 'table1.md').write_text('half new')\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n")

@@ -13,14 +13,13 @@ from repro.errors import UserError
 from repro.tasks import TASKS, Task, make_task
 from repro.tasks.generation import SingleTaskGeneration
 
+from helpers import TINY_HEAD, TINY_UNET
+
 REPRO = Path(__file__).resolve().parents[1] / "repro"
-TINY_UNET = dict(model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[8],
-                 num_head_channels=8, dropout=0.0, use_scale_shift_norm=True, resblock_updown=True)
 DATA = {"name": "embedded", "root": "unused", "resolution": 16, "n_train": 8, "n_test": 8, "seed": 0}
 CONFIGS = {
     "masked_image": {"task": {"name": "masked_image", "train_patches": [0, 10], "patch_fraction": 0.25}},
-    "image_label": {"task": {"name": "image_label", "head": {"width": 8, "depth": 1, "attention_resolutions": [8],
-                                                             "channel_mult": [1, 2], "num_head_channels": 8}}},
+    "image_label": {"task": {"name": "image_label", "head": TINY_HEAD}},
     "translation": {"task": {"name": "translation", "source": "photo", "target": "labels"}},
     "representation": {"task": {"name": "representation", "rep_dim": 8, "hidden": 16}},
 }
