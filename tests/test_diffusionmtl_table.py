@@ -63,6 +63,14 @@ def test_tiny_profile_end_to_end(tiny_table):
             else:
                 assert np.isnan(result["values"]["delta_m"])
         assert 0 <= m["semseg_mIoU"] <= 100 and 0 <= m["normals_mErr"] <= 180
+        # per-image states behind every cell (cells.npz) and a 95% interval around each finite number
+        assert (store.dir(plan_row.job) / "cells.npz").is_file()
+        assert set(result["intervals"]) == set(result["values"])
+        for column, ci in result["intervals"].items():
+            if ci is not None:
+                assert ci[0] <= result["values"][column] <= ci[1]
+        assert result["intervals"]["saliency_maxF"] is not None
+    assert "percentile bootstrap over the test images" in paths["md"].read_text()
     for key in ("md", "tex", "csv", "json", "metrics", "stages", "curves"):
         assert paths[key].exists(), key
     figures = sorted((root / "tables" / "figures").glob("diffusionmtl_*_denoising.png"))
