@@ -32,6 +32,8 @@ def validate(cfg: DictConfig) -> None:
     from repro.schema import check
     from repro.tasks import check_task
 
+    if cfg.table.evaluation == "dense":   # DiffusionMTL's specs: their own tasks and data
+        return validate_dense(cfg)
     check(cfg)   # types, ranges, names and relations of every value a job reads (repro/schema.py)
     check_cluster(cfg.cluster)
     if "mask_counts" in cfg.eval:
@@ -170,21 +172,15 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     return paths
 
 
-def run_dense_table(cfg: DictConfig, store: Path, out_dir: Path) -> dict[str, Path]:
-    """DiffusionMTL: the chosen setting's rows run (repro.plan.dense_plan); the table shows every
-    row of either setting whose evaluation the store holds, so one_label and random_labels runs
-    add up to Table 3 instead of overwriting each other."""
+def validate_dense(cfg: DictConfig) -> None:
+    """A DiffusionMTL spec's checks before any job (a dry run lists missing data and weights instead)."""
     from repro.data.registry import check_data
-    from repro.dispatch import check_cluster, dispatch
-    from repro.jobs.job import topological
-    from repro.jobs.store import JobStore
-    from repro.plan import DENSE_SETTINGS, dense_plan
-    from repro.report.paper import table_spec
-    from repro.report.provenance import make_provenance
-    from repro.report.render import render_table
+    from repro.dispatch import check_cluster
+    from repro.plan import DENSE_SETTINGS, dense_settings
     from repro.tasks.dense import DENSE_TASKS, make_dense_task
 
     check_cluster(cfg.cluster)
+    dense_settings(cfg)
     for setting in DENSE_SETTINGS:   # the data and mapping files of every setting a row may train on
         check_data({**cfg.data, "setting": setting})
     make_dense_task(cfg)
@@ -192,6 +188,21 @@ def run_dense_table(cfg: DictConfig, store: Path, out_dir: Path) -> dict[str, Pa
     for key in ("n_images", "batch_size"):
         if cfg.eval[key] < 1:
             raise UserError(f"eval.{key} must be at least 1, got {cfg.eval[key]}")
+
+
+def run_dense_table(cfg: DictConfig, store: Path, out_dir: Path) -> dict[str, Path]:
+    """DiffusionMTL: the chosen setting's rows run (repro.plan.dense_plan); the table shows every
+    row of either setting whose evaluation the store holds, so one_label and random_labels runs
+    add up to Table 3 instead of overwriting each other."""
+    from repro.dispatch import dispatch
+    from repro.jobs.job import topological
+    from repro.jobs.store import JobStore
+    from repro.plan import DENSE_SETTINGS, dense_plan
+    from repro.report.paper import table_spec
+    from repro.report.provenance import make_provenance
+    from repro.report.render import render_table
+
+    validate_dense(cfg)
     report = dispatch([r.job for r in dense_plan(cfg)], cfg.cluster, store)
     print(report.line())
     js = JobStore(store)
@@ -212,7 +223,8 @@ def run_dense_table(cfg: DictConfig, store: Path, out_dir: Path) -> dict[str, Pa
     t = cfg.task
     notes = [f"{t.backbone} (ImageNet weights: {t.imagenet or 'none, random initialisation'}), C = {t.width}, "
              f"S = {t.S}; train: {cfg.train.steps} steps, batch {cfg.train.batch_size}, Adam lr {cfg.train.lr}, "
-             f"poly over {cfg.train.epochs} epochs; boundary maxDist {cfg.eval.edge_max_dist} of the diagonal",
+             f"poly over {cfg.train.epochs} epochs" + (f"; boundary maxDist {cfg.eval.edge_max_dist} of the diagonal"
+                                                     if "boundary_odsF" in column_names(cfg.table) else ""),
              *cfg.table.get("notes", [])]
     intervals, cells, _ = uncertainty_of(rows, js, results)
     from repro.jobs.dense_evaluate import interval_note

@@ -110,8 +110,8 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     intervals, methods = _intervals(cells, columns)
     result: dict[str, Any] = {
         "n_images": n, "all_metrics": scores, "initial_values": initial,
-        "feature_extractor": "none (dense metrics on the predictions; boundary odsF by a Python "
-                             "re-implementation of SEISM's matching)",
+        "feature_extractor": "none (dense metrics on the predictions" + ("; boundary odsF by a Python "
+                             "re-implementation of SEISM's matching)" if "edge" in classes else ")"),
         "values": {c: scores.get(c, float("nan")) for c in columns},
         "intervals": intervals,
         "interval_method": {"confidence": CONFIDENCE, "methods": methods, "resamples": POOLED_RESAMPLES,
