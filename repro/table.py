@@ -97,8 +97,12 @@ def run_dense_table(cfg: DictConfig, store: Path, out_dir: Path) -> dict[str, Pa
     results = results_of(rows, js)
     ours = ours_frame(cfg, results)
     provenance = provenance_of(cfg, rows, results, js)
+    intervals, cells, _ = uncertainty_of(rows, js, results)
+    from repro.jobs.dense_evaluate import interval_note
+
     paths = render_table(cfg.table.key, ours, provenance, out_dir, caption_notes=dense_caption_notes(cfg),
-                         cited_rows=table_spec(cfg.table.key).cited_rows)
+                         cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
+                         interval_note=interval_note(results) if cells is not None else "")
     paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, out_dir)
     paths.update(dense_figures(cfg, rows, js, out_dir))
     return paths

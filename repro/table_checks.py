@@ -26,6 +26,8 @@ def validate(cfg: DictConfig) -> None:
     from repro.schema import check
     from repro.tasks import check_task
 
+    if cfg.table.evaluation == "dense":   # DiffusionMTL's specs: their own tasks and data
+        return validate_dense(cfg)
     check(cfg)   # types, ranges, names and relations of every value a job reads (repro/schema.py)
     check_cluster(cfg.cluster)
     if "mask_counts" in cfg.eval:
@@ -107,10 +109,11 @@ def validate_dense(cfg: DictConfig) -> None:
     files of every setting a row may train on, its task's own checks, the evaluation counts."""
     from repro.data.registry import check_data
     from repro.dispatch import check_cluster
-    from repro.plan import DENSE_SETTINGS
+    from repro.plan import DENSE_SETTINGS, dense_settings
     from repro.tasks.dense import DENSE_TASKS, make_dense_task
 
     check_cluster(cfg.cluster)
+    dense_settings(cfg)
     for setting in DENSE_SETTINGS:   # the data and mapping files of every setting a row may train on
         check_data({**cfg.data, "setting": setting})
     make_dense_task(cfg)

@@ -64,7 +64,8 @@ def dense_caption_notes(cfg: DictConfig) -> list[str]:
     t = cfg.task
     return [f"{t.backbone} (ImageNet weights: {t.imagenet or 'none, random initialisation'}), C = {t.width}, "
             f"S = {t.S}; train: {cfg.train.steps} steps, batch {cfg.train.batch_size}, Adam lr {cfg.train.lr}, "
-            f"poly over {cfg.train.epochs} epochs; boundary maxDist {cfg.eval.edge_max_dist} of the diagonal",
+            f"poly over {cfg.train.epochs} epochs" + (f"; boundary maxDist {cfg.eval.edge_max_dist} of the diagonal"
+                                                    if "boundary_odsF" in column_names(cfg.table) else ""),
             *cfg.table.get("notes", [])]
 
 

@@ -158,3 +158,27 @@ def test_torch_view_batches_targets_and_flags(split):
         DenseScenesDataset(split, ("semseg", "albedo"))
     with pytest.raises(UserError, match="expected"):
         DenseScenesDataset(split, PASCAL_TASKS, flags[:10])
+
+
+def test_verify_checks_splits_and_mappings_against_the_generator(tmp_path):
+    """`python -m repro.data --verify` (the DVC data stage) for the dense scenes: files that the
+    generator makes pass; a split or a mapping file that differs is named."""
+    from repro.data.dense_scenes import verify_dense
+    from repro.data.partial_labels import save_nyud_mapping
+
+    paths = verify_dense(tmp_path, 12, 4, 7, 32)
+    assert set(paths) == {"train", "test", "pascal/one_label", "pascal/random_labels", "nyud/one_label",
+                          "nyud/random_labels"}
+    flags = load_nyud_mapping(paths["nyud/one_label"])
+    save_nyud_mapping(paths["nyud/one_label"], ~flags)
+    with pytest.raises(UserError, match="nyud.onelabel.pth differs"):
+        verify_dense(tmp_path, 12, 4, 7, 32)
+    save_nyud_mapping(paths["nyud/one_label"], flags)
+    sidecar = paths["test"].with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    other = generate_dense(4, 8, 32, stream=1)          # another seed's scenes under this one's name
+    np.savez_compressed(paths["test"], **{f: getattr(other, f) for f in ("images", "labels", "semseg", "parts", "sal",
+                                                                           "depth", "normals", "edge")})
+    sidecar.write_text(json.dumps({**meta, "sha256": content_sha256(other)}))   # a sidecar that vouches for it
+    with pytest.raises(UserError, match="dense-test-n4-seed7-res32-v1.npz differs"):
+        verify_dense(tmp_path, 12, 4, 7, 32)

@@ -63,6 +63,14 @@ def test_tiny_profile_end_to_end(tiny_table):
             else:
                 assert np.isnan(result["values"]["delta_m"])
         assert 0 <= m["semseg_mIoU"] <= 100 and 0 <= m["normals_mErr"] <= 180
+        # per-image states behind every cell (cells.npz) and a 95% interval around each finite number
+        assert (store.dir(plan_row.job) / "cells.npz").is_file()
+        assert set(result["intervals"]) == set(result["values"])
+        for column, ci in result["intervals"].items():
+            if ci is not None:
+                assert ci[0] <= result["values"][column] <= ci[1]
+        assert result["intervals"]["saliency_maxF"] is not None
+    assert "percentile bootstrap over the test images" in paths["md"].read_text()
     for key in ("md", "tex", "csv", "json", "metrics", "stages", "curves"):
         assert paths[key].exists(), key
     figures = sorted((root / "tables" / "figures").glob("diffusionmtl_*_denoising.png"))
@@ -234,3 +242,43 @@ def test_paper_profile_builds_the_released_132_9m_model():
     with torch.device("meta"):
         model = task.build_model("feature")
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 132.9
+
+
+def test_nyud_spec_composes_with_the_papers_nyud_numbers():
+    """`python -m repro.table diffusionmtl_nyud`: NYUD's 3 tasks and columns, the paper's NYUD numbers
+    (design/paper-numbers.yaml), the embedded scenes in NYUD's layout at the CPU profiles."""
+    from repro.data.registry import dense_tasks
+    from repro.report.paper import table_spec
+
+    spec = table_spec("diffusionmtl_nyud")
+    assert spec.column_names == ["semseg_mIoU", "depth_absErr", "normals_mErr", "delta_m"]
+    assert spec.rows["DiffusionMTL-Feature (one-label)"] == [44.47, 0.5059, 25.84, -2.27]
+    assert spec.rows["MTL Baseline (random labels)"] == [45.93, 0.4839, 25.53, -3.12]
+    for profile in ("tiny", "smoke"):
+        cfg = compose("diffusionmtl_nyud", profile)
+        assert cfg.data.name == "dense_scenes" and list(dense_tasks(cfg.data)) == ["semseg", "depth", "normals"]
+        rows = dense_plan(cfg, DENSE_SETTINGS)
+        assert {r.name for r in rows} <= set(spec.rows) and len(rows) == 8
+    paper = compose("diffusionmtl_nyud", "paper")
+    assert paper.data.name == "nyud_v2" and paper.task.imagenet.endswith("resnet18-5c106cde.pth")
+
+
+def test_nyud_paper_profile_exits_2_naming_the_missing_folder_and_dry_runs_once_it_is_there(tmp_path, capsys):
+    from repro.data.partial_labels import save_nyud_mapping
+    from repro.table import cli
+
+    common = ["--profile", "paper", "--store", str(tmp_path / "jobs"), "--out", str(tmp_path / "t")]
+    assert cli(["diffusionmtl_nyud", *common]) == 2
+    assert "/datasets/nyuv2 not found" in capsys.readouterr().err
+    _mtpsl_folder(tmp_path / "nyu")
+    (tmp_path / "maps").mkdir()
+    data = [f"data.root={tmp_path / 'nyu'}", f"data.mapping_dir={tmp_path / 'maps'}"]
+    assert cli(["diffusionmtl_nyud", *common, *data]) == 2
+    assert f"{tmp_path / 'maps' / 'onelabel.pth'} not found" in capsys.readouterr().err
+    for name in ("onelabel.pth", "randomlabels.pth"):
+        save_nyud_mapping(tmp_path / "maps" / name, np.eye(3, dtype=bool))
+    assert cli(["diffusionmtl_nyud", *common, *data, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: table diffusionmtl_nyud, profile paper" in out and "dense_train" in out
+    assert "missing inputs (1;" in out and "resnet18-5c106cde.pth" in out   # only the ImageNet weights
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "t").exists()

@@ -1,8 +1,9 @@
-"""python -m repro.data [--profile smoke] [--verify]: make (or check) a profile's embedded dataset.
+"""python -m repro.data [--profile smoke] [--verify]: make (or check) a profile's embedded datasets.
 
-The embedded dataset is a pure function of (generator version, seed, size, resolution):
-`--verify` draws it again in memory and checks that the files on disk hold exactly that
-(what DVC's first stage runs; data.dvc pins the same bytes).
+The embedded dataset and DiffusionMTL's dense scenes (with their partial-label files) are pure
+functions of (generator version, seed, size, resolution): `--verify` draws them again in memory
+and checks that the files on disk hold exactly that (what DVC's first stage runs; data.dvc pins
+the same bytes).
 """
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ def main(profile: str, verify: bool) -> None:
                 raise UserError(f"{path} differs from what the generator makes: delete it and run python -m repro.data")
             line += " (verified against the generator)"
         print(line)
+    dense = compose("diffusionmtl", profile).data   # DiffusionMTL's scenes (both of its specs read the same files)
+    if dense.name == "dense_scenes":
+        from repro.data.dense_scenes import ensure_dense, verify_dense
+
+        make = verify_dense if verify else ensure_dense
+        paths = make(dense.root, dense.n_train, dense.n_test, dense.seed, dense.resolution)
+        for name, path in paths.items():
+            print(f"dense {name}: {path}" + (" (verified against the generator)" if verify else ""))
 
 
 if __name__ == "__main__":

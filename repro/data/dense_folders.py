@@ -26,8 +26,22 @@ Every check runs before any job (`python -m repro.table` exits 2 naming the firs
 Items are those of `repro.data.dense_scenes.DenseScenesDataset`: the image in [-1, 1], class maps
 int64 (255 = ignore), depth float (0 = none), normals float [3, H, W] with 0 where there is none
 (PASCAL's un-annotated normals become the zero vector, so one validity rule serves both).
-What is not implemented yet: decoding ASTMT's `human_parts/*.mat` (part names -> the 6 part
-classes): `load_pascal` refuses with a UserError rather than return something else.
+
+PASCAL-Context targets, decoded as the ASTMT/ATRC loader the authors' code derives from does:
+- human_parts (`decode_human_parts`): `human_parts/<id>.mat` is PASCAL-Part's annotation, read with
+  scipy.io.loadmat: ``anno[0][0][1][0]`` lists the objects, each (class name, class index, instance
+  mask, parts); every person (class index 15) that has parts paints its parts with the 6-class
+  grouping `HUMAN_PARTS` (head, torso, upper arm, lower arm incl. hand, upper leg, lower leg incl.
+  foot; 0 = background). An image with no person with parts has nothing to score: all IGNORE
+  (design/diffusionmtl.md 1.1).
+- sal: the distilled map / 255 > 0.5. normals: 2 x / 255 - 1, kept only on the Context classes
+  NYUD also has (plus tvmonitor, as ASTMT), zero elsewhere; the class lists are ASTMT's
+  `nyu_classes.json` / `context_classes.json` in `data.root/json/`. edge: the Context label map's
+  Laplacian (3x3, mirrored border, OpenCV's default) != 0, thinned (skimage.morphology.thin, the
+  authors' call; scikit-image must be installed for the paper profile).
+- Images and maps are zero-padded, centred, to `data.resolution` (512; labels IGNORE, normals 0),
+  the authors' test-time input. The authors' training augmentation (random scale, crop, flip,
+  photometric distortion; design 3) is not implemented: training sees the padded images as is.
 """
 from __future__ import annotations
 
@@ -93,12 +107,153 @@ def check_pascal(data: Mapping[str, Any]) -> None:
                 if not (root / pattern.format(i)).is_file():
                     raise UserError(f"PASCAL-Context file {root / pattern.format(i)} not found "
                                     f"(data.root={root}, {split} split)")
+    for name in CLASS_LISTS:
+        if not (root / name).is_file():
+            raise UserError(f"PASCAL-Context class list {root / name} not found (ASTMT's json/ folder: which Context "
+                            f"classes keep their distilled normals)")
+    _require_skimage()
     _mapping(data)
 
 
-def load_pascal(data: Mapping[str, Any], split: str) -> Dataset:
-    raise UserError("reading ASTMT's human_parts/*.mat annotations is not implemented yet: the PASCAL-Context "
-                    "paper profile can be checked (python -m repro.table diffusionmtl --profile paper) but not run")
+PERSON = 15   # the person class index in PASCAL-Part's annotations (VOC's class order)
+# PASCAL-Part's person part names -> the 6 classes of the multi-task benchmarks (ASTMT's grouping)
+HUMAN_PARTS = {**dict.fromkeys(("hair", "head", "lear", "rear", "lebrow", "rebrow", "leye", "reye", "mouth",
+                                "nose"), 1),
+               "neck": 2, "torso": 2, "luarm": 3, "ruarm": 3, **dict.fromkeys(("llarm", "rlarm", "lhand", "rhand"), 4),
+               "luleg": 5, "ruleg": 5, **dict.fromkeys(("llleg", "rlleg", "lfoot", "rfoot"), 6)}
+CLASS_LISTS = ("json/nyu_classes.json", "json/context_classes.json")
+
+
+def _loadmat(path: Path) -> dict:
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(path)
+    except Exception as e:   # scipy raises several types for a damaged or non-MATLAB file
+        raise UserError(f"{path} is not a readable MATLAB file ({type(e).__name__}: {e})") from e
+
+
+def decode_human_parts(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W] part classes of a PASCAL-Part annotation (module docstring); all IGNORE when
+    the image has no person with annotated parts."""
+    path = Path(path)
+    try:
+        objects = _loadmat(path)["anno"][0][0][1][0]
+    except (KeyError, IndexError) as e:
+        raise UserError(f"{path} is not a PASCAL-Part annotation (no anno.objects)") from e
+    target = np.zeros(shape, np.uint8)
+    found = False
+    for obj in objects:
+        if int(np.asarray(obj[1]).ravel()[0]) != PERSON or np.asarray(obj[3]).size == 0:
+            continue
+        found = True
+        for part in obj[3][0]:
+            name = str(np.asarray(part[0]).ravel()[0])
+            if name not in HUMAN_PARTS:
+                raise UserError(f"{path}: unknown person part {name!r} (expected one of {', '.join(HUMAN_PARTS)})")
+            mask = np.asarray(part[1]).astype(bool)
+            if mask.shape != tuple(shape):
+                raise UserError(f"{path}: part mask {mask.shape} does not match the image {tuple(shape)}")
+            target[mask] = HUMAN_PARTS[name]
+    return target if found else np.full(shape, IGNORE, np.uint8)
+
+
+def normals_classes(root: Path) -> np.ndarray:
+    """Context class ids whose normals are kept: those NYUD also has, and tvmonitor (ASTMT's list)."""
+    import json
+
+    nyu, context = (json.loads((root / name).read_text()) for name in CLASS_LISTS)
+    ids = [context[c] for c in nyu if c in context and c != "unknown"] + [context["tvmonitor"]]
+    return np.asarray(ids)
+
+
+def _require_skimage():
+    try:
+        from skimage.morphology import thin
+    except ImportError as e:
+        raise UserError("PASCAL-Context edges need scikit-image (skimage.morphology.thin, as the authors): "
+                        "pip install scikit-image") from e
+    return thin
+
+
+def context_edges(label_map: np.ndarray) -> np.ndarray:
+    """uint8 0/1: the Context label map's boundaries, one pixel thick (module docstring)."""
+    from scipy import ndimage
+
+    thin = _require_skimage()
+    lap = ndimage.laplace(np.asarray(label_map, np.float64), mode="mirror")
+    return thin(lap != 0).astype(np.uint8)
+
+
+def _pad(a: np.ndarray, size: int, value: float, path: Path) -> np.ndarray:
+    """Centre `a` [H, W, ...] in a size x size canvas filled with `value`."""
+    h, w = a.shape[:2]
+    if h > size or w > size:
+        raise UserError(f"{path} is {h}x{w}, larger than data.resolution={size}: the authors pad to 512")
+    out = np.full((size, size, *a.shape[2:]), value, a.dtype)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top:top + h, left:left + w] = a
+    return out
+
+
+class PascalContext(Dataset):
+    """PASCAL-Context's 5 tasks (module docstring); `flags` bool [N, 5] in the mapping's task order."""
+
+    tasks = tuple(PASCAL_CHANNELS)
+
+    def __init__(self, root: Path, split: str, resolution: int, flags: np.ndarray | None = None):
+        self.root, self.resolution, self.ids = root, int(resolution), pascal_ids(root, split)
+        self.flags = np.ones((len(self.ids), len(self.tasks)), bool) if flags is None else flags
+        self.normals_classes = normals_classes(root)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _file(self, kind: str, i: int) -> Path:
+        return self.root / _PASCAL_FILES[kind].format(self.ids[i])
+
+    def targets(self, i: int) -> dict[str, np.ndarray]:
+        """The unpadded targets of image i: uint8 maps and float32 normals [H, W, 3]."""
+        from PIL import Image
+
+        label_map = _loadmat(self._file("edge", i))["LabelMap"]
+        shape = label_map.shape
+        normals = 2.0 * np.asarray(Image.open(self._file("normals", i)), np.float32) / 255.0 - 1.0
+        normals[~np.isin(label_map, self.normals_classes)] = 0
+        return {"semseg": np.asarray(Image.open(self._file("semseg", i)), np.uint8),
+                "human_parts": decode_human_parts(self._file("human_parts", i), shape),
+                "sal": (np.asarray(Image.open(self._file("sal", i)), np.float32) / 255.0 > 0.5).astype(np.uint8),
+                "normals": normals, "edge": context_edges(label_map)}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        from PIL import Image
+
+        from repro.data.pixels import to_model_space
+
+        path = self._file("image", i)
+        image = torch.from_numpy(_pad(to_model_space(np.asarray(Image.open(path).convert("RGB"))).permute(1, 2, 0)
+                                      .numpy(), self.resolution, 0.0, path)).permute(2, 0, 1).contiguous()
+        item = {"image": image, "labelled": torch.from_numpy(self.flags[i].copy())}
+        for task, a in self.targets(i).items():
+            padded = _pad(a, self.resolution, 0.0 if task == "normals" else IGNORE, path)
+            item[task] = torch.from_numpy(np.moveaxis(padded, -1, 0).copy() if task == "normals"
+                                          else padded.astype(np.int64))
+        return item
+
+
+def load_pascal(data: Mapping[str, Any], split: str) -> PascalContext:
+    from repro.data.partial_labels import load_pascal_mapping
+
+    root = _root(data, "/path/to/PASCAL_MT (ASTMT/ATRC layout)")
+    ds = PascalContext(root, split, data["resolution"])
+    if split != "train":
+        return ds
+    by_id = load_pascal_mapping(_mapping(data))
+    missing_ids = [i for i in ds.ids if i not in by_id]
+    if missing_ids:
+        raise UserError(f"partial-label mapping {_mapping(data)} has no entry for training image {missing_ids[0]} "
+                        f"({len(missing_ids)} missing): use the authors' file of this split")
+    return PascalContext(root, split, data["resolution"], np.stack([by_id[i] for i in ds.ids]))
 
 
 def _nyud_dir(root: Path, split: str) -> Path:

@@ -25,8 +25,8 @@ The parts label only goes to scenes with a cross, which keeps every label alive 
 authors' low human_parts count suggests the same; design/diffusionmtl.md 1.2).
 Generation: 2,000 scenes at 64 x 64 in under 10 s of one core. A seed gives identical arrays
 (`content_sha256`; the .npz zip itself carries timestamps, as embedded's) and byte-identical
-mapping files. Generator, label settings, storage and torch view share this module (a little
-over 300 lines), as in `repro.data.embedded`.
+mapping files (`verify_dense` checks files against the generator). Generator, label settings,
+storage, verification and torch view share this module (about 340 lines), as in `repro.data.embedded`.
 """
 from __future__ import annotations
 
@@ -247,14 +247,46 @@ def ensure_dense(root: str | Path, n_train: int, n_test: int, seed: int, resolut
     return paths
 
 
-def _write_mappings(split: DenseSplit, seed: int, outputs: dict[str, Path]) -> None:
+def mapping_flags(split: DenseSplit, seed: int) -> dict[str, np.ndarray]:
+    """{"<format>/<setting>": bool [N, T]}: the training split's partial labels, per layout and setting."""
+    out = {}
     for i, (fmt, tasks) in enumerate((("pascal", PASCAL_TASKS), ("nyud", NYUD_TASKS))):
         for j, setting in enumerate(SETTINGS):
-            flags = assign_labels(setting, eligibility(split, tasks), np.random.default_rng([int(seed), 3, i, j]))
-            if fmt == "pascal":
-                save_pascal_mapping(outputs[f"{fmt}/{setting}"], dict(zip(split.ids, flags)))
-            else:
-                save_nyud_mapping(outputs[f"{fmt}/{setting}"], flags)
+            out[f"{fmt}/{setting}"] = assign_labels(setting, eligibility(split, tasks),
+                                                    np.random.default_rng([int(seed), 3, i, j]))
+    return out
+
+
+def _write_mappings(split: DenseSplit, seed: int, outputs: dict[str, Path]) -> None:
+    for key, flags in mapping_flags(split, seed).items():
+        if key.startswith("pascal/"):
+            save_pascal_mapping(outputs[key], dict(zip(split.ids, flags)))
+        else:
+            save_nyud_mapping(outputs[key], flags)
+
+
+def verify_dense(root: str | Path, n_train: int, n_test: int, seed: int, resolution: int = 64) -> dict[str, Path]:
+    """`ensure_dense`, then draw everything again in memory and check that the files hold exactly
+    that (`python -m repro.data --verify`, the DVC data stage; data.dvc pins the bytes).
+    UserError naming the first file that differs."""
+    from repro.data.partial_labels import load_nyud_mapping, load_pascal_mapping
+
+    paths = ensure_dense(root, n_train, n_test, seed, resolution)
+    drawn = {name: generate_dense(n, seed, resolution, stream=stream)
+             for stream, (name, n) in enumerate((("train", n_train), ("test", n_test)))}
+    for name, split in drawn.items():
+        if content_sha256(load_dense(paths[name])) != content_sha256(split):
+            raise UserError(f"{paths[name]} differs from what the generator makes: delete it and run python -m repro.data")
+    for key, flags in mapping_flags(drawn["train"], seed).items():
+        if key.startswith("pascal/"):
+            by_id = load_pascal_mapping(paths[key], PASCAL_TASKS)
+            found = np.stack([by_id[i] for i in sorted(by_id)]) if len(by_id) == len(flags) else None
+        else:
+            found = load_nyud_mapping(paths[key], tasks=NYUD_TASKS)
+        if found is None or found.shape != flags.shape or not (found == flags).all():
+            raise UserError(f"{paths[key]} differs from the labels the generator assigns: delete it and run "
+                            f"python -m repro.data")
+    return paths
 
 
 def _verified(npz: Path, sidecar: Path, params: dict) -> bool:

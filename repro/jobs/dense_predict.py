@@ -16,7 +16,7 @@ from torch.utils.data import default_collate
 from repro.data.pixels import to_uint8
 from repro.data.registry import load_dense
 from repro.jobs import samples
-from repro.jobs.dense_train import load_dense_trained
+from repro.jobs.trained import load_dense_trained
 from repro.jobs.store import JobDir
 
 

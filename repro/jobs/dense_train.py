@@ -21,11 +21,11 @@ from torch.utils.data import default_collate
 from repro.io import atomic_save_torch, atomic_write_json
 from repro.jobs.harness import TrainSettings, fit
 from repro.jobs.store import JobDir
+from repro.jobs.trained import MODEL, build_dense
 from repro.nn.dense_optim import EPOCHS, GRAD_CLIP_NORM, POLY_POWER, dense_optimizer, poly_schedule
-from repro.tasks.dense import DenseTask, make_dense_task
+from repro.tasks.dense import DenseTask
 
 STOPPABLE = True
-MODEL = "model.pt"
 READS = ("seed", "data", "task", "model.variant", "train.steps", "train.batch_size", "train.lr",
          "train.weight_decay", "train.epochs", "train.checkpoint_every", "train.log_every", "train.sleep_s")
 
@@ -45,28 +45,12 @@ def dense_step(model: nn.Module, task: DenseTask, data, batch_size: int):
     return step
 
 
-def build(cfg: Mapping[str, Any]) -> tuple[DenseTask, nn.Module]:
-    """(task, freshly initialised network) of a dense_train job's config."""
-    task = make_dense_task(cfg)
-    return task, task.build_model(cfg["model"]["variant"])
-
-
-def load_dense_trained(train_dir: JobDir) -> tuple[DenseTask, nn.Module, dict]:
-    """(task, trained network in eval mode, its config) of a finished dense_train job."""
-    import json
-
-    cfg = json.loads((train_dir / "job.json").read_text())["config"]
-    task, model = build(cfg)
-    model.load_state_dict(torch.load(train_dir / MODEL, map_location="cpu", weights_only=True)["model"])
-    return task, model.eval(), cfg
-
-
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     t = cfg["train"]
     variant = cfg["model"]["variant"]
     s = TrainSettings.from_config(t, cfg["seed"], ema_rate=None, desc=f"train {variant}")
     torch.manual_seed(s.seed)
-    task, model = build(cfg)
+    task, model = build_dense(cfg)
     data = task.training_data(cfg)
     steps_per_epoch = max(1, len(data) // s.batch_size)
     n_params = sum(p.numel() for p in model.parameters())

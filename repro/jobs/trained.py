@@ -11,6 +11,8 @@ Files of record (what a finished job leaves; sampling, evaluation and continued 
                                           scales the network input exactly as training did
     classifier job         classifier.pt  {"state", "recipe"}: the weights and what rebuilds the
                                           network (an ADM classifier or MT-Diffusion-E's label path)
+    dense_train job        model.pt       {"model"}: a DiffusionMTL network's final weights (no EMA:
+                                          the authors report the last model); job.json rebuilds it
 
 Every file holds tensors, dicts, lists, numbers and strings only, so all are read with
 `repro.io.load_torch` (weights_only=True: no pickled code runs; a refused file is a UserError naming it).
@@ -119,6 +121,23 @@ def load_trained(train_dir: JobDir, *, use_ema: bool = True, step: int | None = 
                                     f"its train.snapshot_every is {cfg['train'].get('snapshot_every')}")
     model.load_state_dict(_load(path)["ema" if use_ema else "model"])
     return task, model.eval().requires_grad_(False), process, cfg
+
+
+def build_dense(cfg: Mapping[str, Any]):
+    """(dense task, freshly initialised network) of a dense_train job's config (DiffusionMTL,
+    repro/tasks/dense.py)."""
+    from repro.tasks.dense import make_dense_task
+
+    task = make_dense_task(cfg)
+    return task, task.build_model(cfg["model"]["variant"])
+
+
+def load_dense_trained(train_dir: JobDir):
+    """(dense task, trained network in eval mode, its config) of a finished dense_train job."""
+    cfg = json.loads((train_dir / "job.json").read_text())["config"]
+    task, model = build_dense(cfg)
+    model.load_state_dict(_load(train_dir / MODEL)["model"])
+    return task, model.eval(), cfg
 
 
 def init_from(job: JobDir, model: nn.Module, ema: nn.Module | None) -> None:

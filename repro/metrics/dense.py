@@ -22,10 +22,21 @@ axis -3 like the networks' outputs (``[B, C, H, W]`` or ``[C, H, W]``).
                                 correspondPixels (see there), maxDist a fraction of the diagonal
     delta_m                     (100 / T) sum_i (-1)^{l_i} (M_i - S_i) / S_i, l_i = 1 where
                                 lower is better, S = the single-task reference
+
+Per-image statistics (the tables' intervals, repro/report/cells.py): every meter's accumulators
+are sums over images, so `state()` flattens them into one vector and the pooled score is a
+function of the *sum* of per-image states (`meter_from_state(column, summed).score()`). A
+bootstrap over images then resamples the per-image states and recomputes the pooled score,
+exactly as the authors' meter would on the resampled set. `per_image_states` gives them per
+table column; `pooled_score` reads a cell's name ("dense:<column>" or the delta_m layout,
+`delta_m_layout`) and scores summed states; delta_m's state is the row's states of the task
+columns followed by the reference row's on the same images, so its bootstrap resamples both
+sides together and recomputes delta_m from the two pooled score sets.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Callable, Mapping
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -52,6 +63,13 @@ class SegmentationMeter:
         pred, gt = np.asarray(pred).ravel(), np.asarray(gt).astype(np.int64).ravel()
         keep = (gt >= 0) & (gt < self.K)
         self.matrix += confusion_matrix(pred[keep], gt[keep], self.K)
+
+    def state(self) -> np.ndarray:
+        return self.matrix.ravel().astype(np.float64)
+
+    def load(self, state: np.ndarray) -> "SegmentationMeter":
+        self.matrix = np.asarray(state).reshape(self.K, self.K)
+        return self
 
     def score(self) -> float:
         tp = np.diag(self.matrix).astype(np.float64)
@@ -80,6 +98,14 @@ class SaliencyMeter:
         self.pred_pos += hit.sum(1)
         self.gt_pos += positive.sum()
 
+    def state(self) -> np.ndarray:
+        return np.concatenate([self.tp, self.pred_pos, [self.gt_pos]]).astype(np.float64)
+
+    def load(self, state: np.ndarray) -> "SaliencyMeter":
+        k = len(self.thresholds)
+        self.tp, self.pred_pos, self.gt_pos = state[:k], state[k:2 * k], float(state[2 * k])
+        return self
+
     def score(self) -> float:
         with np.errstate(divide="ignore", invalid="ignore"):
             precision, recall = self.tp / self.pred_pos, self.tp / self.gt_pos
@@ -99,8 +125,15 @@ class NormalsMeter:
         self.total += float(np.degrees(angle)[valid].sum())
         self.count += int(np.count_nonzero(valid))
 
+    def state(self) -> np.ndarray:
+        return np.array([self.total, self.count], np.float64)
+
+    def load(self, state: np.ndarray) -> "NormalsMeter":
+        self.total, self.count = float(state[0]), float(state[1])
+        return self
+
     def score(self) -> float:
-        return self.total / self.count
+        return self.total / self.count if self.count else float("nan")
 
 
 def pascal_normals_valid(gt: np.ndarray) -> np.ndarray:
@@ -131,7 +164,16 @@ class DepthMeter:
         self.sq_sum += float((diff**2).sum())
         self.count += int(valid.sum())
 
+    def state(self) -> np.ndarray:
+        return np.array([self.abs_sum, self.sq_sum, self.count], np.float64)
+
+    def load(self, state: np.ndarray) -> "DepthMeter":
+        self.abs_sum, self.sq_sum, self.count = (float(v) for v in state)
+        return self
+
     def score(self) -> dict[str, float]:
+        if not self.count:
+            return {"absErr": float("nan"), "rmse": float("nan")}
         return {"absErr": self.abs_sum / self.count, "rmse": float(np.sqrt(self.sq_sum / self.count))}
 
 
@@ -176,6 +218,14 @@ class EdgeMeter:
             self.pred_count[i] += keep.sum()
             self.matched[i] += _maximum_matching(graph[keep])
 
+    def state(self) -> np.ndarray:
+        return np.concatenate([self.matched, self.pred_count, [self.gt_count]]).astype(np.float64)
+
+    def load(self, state: np.ndarray) -> "EdgeMeter":
+        k = len(self.thresholds)
+        self.matched, self.pred_count, self.gt_count = state[:k], state[k:2 * k], float(state[2 * k])
+        return self
+
     def score(self) -> float:
         with np.errstate(divide="ignore", invalid="ignore"):
             p, r = self.matched / self.pred_count, self.matched / self.gt_count
@@ -213,3 +263,89 @@ def delta_m(scores: Mapping[str, float], reference: Mapping[str, float],
         raise ValueError(f"delta_m: scores lack {missing} of the reference")
     gains = [(-1 if name in lower_better else 1) * (scores[name] - s) / s for name, s in reference.items()]
     return float(100 * np.mean(gains))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-image states of a table column and pooled scores of summed states (module docstring)
+
+COLUMN_TASK = {"semseg_mIoU": "semseg", "human_parts_mIoU": "human_parts", "saliency_maxF": "sal",
+               "saliency_maxF_standard": "sal", "normals_mErr": "normals", "depth_absErr": "depth",
+               "depth_rmse": "depth", "boundary_odsF": "edge"}
+POOLED_PREFIX = "dense:"            # a cell's pooled-score name: "dense:<column>"
+DELTA_M_PREFIX = "dense_delta_m:"   # "dense_delta_m:<column>=<state size>,...": row states, then reference's
+
+
+def make_meter(column: str, num_classes: int | None = None, edge_max_dist: float = MAX_DIST["pascal_context"]):
+    """A fresh meter of one column (names as the tables' columns, `COLUMN_TASK`)."""
+    if column in ("semseg_mIoU", "human_parts_mIoU"):
+        return SegmentationMeter(int(num_classes))
+    if column in ("saliency_maxF", "saliency_maxF_standard"):
+        return SaliencyMeter(authors=column == "saliency_maxF")
+    if column == "normals_mErr":
+        return NormalsMeter()
+    if column in ("depth_absErr", "depth_rmse"):
+        return DepthMeter()
+    if column == "boundary_odsF":
+        return EdgeMeter(max_dist=edge_max_dist)
+    raise ValueError(f"no dense meter for column {column!r}: choose one of {', '.join(COLUMN_TASK)}")
+
+
+def meter_score(column: str, meter) -> float:
+    score = meter.score()
+    return score["absErr" if column == "depth_absErr" else "rmse"] if column.startswith("depth_") else float(score)
+
+
+def per_image_states(column: str, pred: np.ndarray, gt: np.ndarray, num_classes: int | None = None,
+                     edge_max_dist: float = MAX_DIST["pascal_context"],
+                     normals_valid: Callable[[np.ndarray], np.ndarray] = nyud_normals_valid) -> np.ndarray:
+    """float64 [N, D]: row i is the meter state of image i alone (`pred`, `gt` [N, ...])."""
+    rows = []
+    for p, g in zip(pred, gt):
+        m = make_meter(column, num_classes, edge_max_dist)
+        if column == "normals_mErr":
+            m.update(p, g, normals_valid(g))
+        else:
+            m.update(p, g)
+        rows.append(m.state())
+    return np.stack(rows)
+
+
+def meter_from_state(column: str, state: np.ndarray):
+    """The meter of `column` holding `state` (a summed per-image state); the class count of a
+    segmentation column is the side of its square confusion matrix."""
+    state = np.asarray(state, np.float64)
+    k = math.isqrt(len(state)) if column in ("semseg_mIoU", "human_parts_mIoU") else None
+    return make_meter(column, k).load(state)
+
+
+def delta_m_layout(sizes: Mapping[str, int]) -> str:
+    """The pooled-score name of a delta_m cell whose per-image state is the row's states of these
+    columns (in order, `sizes` = their lengths) followed by the reference's of the same columns."""
+    return DELTA_M_PREFIX + ",".join(f"{c}={n}" for c, n in sizes.items())
+
+
+def _split_layout(name: str) -> list[tuple[str, int]]:
+    return [(c, int(n)) for c, n in (part.split("=") for part in name.removeprefix(DELTA_M_PREFIX).split(","))]
+
+
+def pooled_score(name: str, summed: np.ndarray) -> float:
+    """The score of summed per-image states: a column ("dense:<column>") or delta_m (its layout,
+    `delta_m_layout`; NaN where the reference scores 0 on a column, a gain over nothing)."""
+    summed = np.asarray(summed, np.float64)
+    if name.startswith(POOLED_PREFIX):
+        column = name.removeprefix(POOLED_PREFIX)
+        return meter_score(column, meter_from_state(column, summed))
+    if not name.startswith(DELTA_M_PREFIX):
+        raise ValueError(f"not a dense pooled score: {name!r}")
+    layout = _split_layout(name)
+    total = sum(n for _, n in layout)
+    if len(summed) != 2 * total:
+        raise ValueError(f"{name}: state of length {len(summed)}, expected {2 * total}")
+    scores, ref, at = {}, {}, 0
+    for column, n in layout:
+        scores[column] = meter_score(column, meter_from_state(column, summed[at:at + n]))
+        ref[column] = meter_score(column, meter_from_state(column, summed[total + at:total + at + n]))
+        at += n
+    if any(v == 0 or not np.isfinite(v) for v in ref.values()):
+        return float("nan")
+    return delta_m(scores, ref)

@@ -8,6 +8,8 @@ A cell's number is one of three kinds, and its uncertainty follows from the kind
   summed over the test set, not a mean of per-image scores): `items` [N, C, C] holds each
   image's confusion matrix and `pooled` names the score; interval: percentile bootstrap
   over images, recomputing the pooled score from the resampled images' summed matrix.
+  DiffusionMTL's metrics are pooled the same way: `items` [N, D] holds each image's meter
+  state and `pooled` is "dense:<column>" or a delta_m layout (repro.metrics.dense.pooled_score).
 - **replicates** (FID, sFID, IS, Precision, Recall: set statistics of a generated sample):
   `replicates` [B] holds the metric recomputed on B resamples of the generated samples
   against the fixed reference (`repro.metrics.fidelity.generation_metrics_with_replicates`);
@@ -37,6 +39,7 @@ from typing import Mapping
 import numpy as np
 from scipy import stats
 
+from repro.metrics.dense import DELTA_M_PREFIX, POOLED_PREFIX, pooled_score
 from repro.metrics.segmentation import segmentation_scores
 from repro.report.claims import COMPARE_OPS, HELD, NOT_EVALUABLE, NOT_HELD, expand
 from repro.report.paper import TableSpec
@@ -70,6 +73,8 @@ class CellComparison:
 
 
 def _pooled(items: np.ndarray, name: str) -> float:
+    if name.startswith((POOLED_PREFIX, DELTA_M_PREFIX)):   # DiffusionMTL's meters (repro.metrics.dense)
+        return pooled_score(name, items.sum(axis=0, dtype=np.float64))
     return segmentation_scores(items.sum(axis=0))[name]
 
 

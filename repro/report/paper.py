@@ -27,7 +27,7 @@ from repro.errors import UserError
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 REFERENCE = BENCHMARKS / "reference"
 # Specs that are not numbered tables of the paper (Appendix E.1's night2day numbers, E.4's experiment).
-NAMED_SPECS = ("night2day", "representation", "diffusionmtl")
+NAMED_SPECS = ("night2day", "representation", "diffusionmtl", "diffusionmtl_nyud")
 DIRECTIONS = ("lower_better", "higher_better")
 
 
