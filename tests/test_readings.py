@@ -180,8 +180,9 @@ def test_train_body_reads_exactly_its_key_under_every_network_input(tmp_path, mo
 
 
 def test_study_verdicts_name_the_readings_under_which_each_claim_holds():
-    """Hand-made cells: MT-Diffusion beats Clean-Masked under `b` only (on both seeds), and under
-    `c` only on the mean of two seeds that disagree."""
+    """Hand-made cells without per-image data (point values, as for jobs older than cells.npz):
+    MT-Diffusion beats Clean-Masked under `b` on both seeds; under `c` the seeds disagree, which
+    is inconclusive (not held on the mean, as the point rule once said)."""
     recs = []
     for reading, mt in (("a", [9.0, 9.0]), ("b", [0.1, 0.2]), ("c", [0.05, 0.9])):
         for seed, value in enumerate(mt):
@@ -195,9 +196,11 @@ def test_study_verdicts_name_the_readings_under_which_each_claim_holds():
     rs = [Reading(n, (), tables=("1",)) for n in "abc"]
     claims = {c["text"]: c for c in evaluate_study(cells, rs, {"1": ["Clean-Masked", "SDEdit-", "MT-Diffusion"]})}
     c = claims["MT-Diffusion < Clean-Masked for every mask count"]
-    assert c["holds_under"] == ["b", "c"]
+    assert c["holds_under"] == ["b"] and c["inconclusive_under"] == ["c"]
     assert c["by_reading"]["b"]["held_seeds"] == 2 and c["by_reading"]["c"]["held_seeds"] == 1
+    assert c["by_reading"]["c"]["seed_status"] == {"0": "held", "1": "not held"}
     assert c["by_reading"]["a"]["status"] == "not held"
+    assert c["by_reading"]["b"]["seeds"]["0"]["test"] == "point values"
     assert claims["SDEdit- > Clean-Masked for every mask count"]["holds_under"] == []
 
 
