@@ -116,6 +116,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.plan import readings, readings_line, reference_rows, table_jobs
     from repro.report.provenance import make_provenance
     from repro.report.paper import table_spec
+    from repro.report.learning import last_doublings
     from repro.report.render import render_table, staged
 
     if cluster not in available_clusters():
@@ -147,12 +148,14 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     notes = [readings_line(readings(cfg)), f"{cfg.sample.steps} sampling steps of T={cfg.diffusion.T}; "
              f"train: {cfg.train.steps} steps, batch {cfg.train.batch_size}", *cfg.table.get("notes", [])]
     intervals, cells, interval_note = uncertainty_of(rows, js, results)
+    learning = (last_doublings(efficiency_frame(cfg, rows, points, js), table_spec(cfg.table.key).columns)
+                if points else ())   # has each row with snapshots learned at this budget?
     # Rendered into a staging folder and swapped in together: a kill mid-render keeps the old set.
     with staged(out_dir, cfg.table.key) as stage:
         paths = render_table(cfg.table.key, ours, provenance, stage, caption_notes=notes,
                              cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
                              interval_note=interval_note,
-                             reference_rows=[r["name"] for r in reference_rows(cfg)])
+                             reference_rows=[r["name"] for r in reference_rows(cfg)], learning=learning)
         paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, stage)
         if cfg.table.evaluation == "lpips_restoration":
             paths["figure"] = restoration_figure(cfg.table.key, rows, js, stage)
@@ -406,12 +409,9 @@ def write_loss_by_t(key: str, jobs: list, store, out_dir: Path) -> Path:
     return path
 
 
-def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, out_dir: Path) -> Path:
-    """tables/curves/<key>_efficiency.csv (row, training_step, one column per metric; each
-    curve ends at the table's own row) and a PNG/PDF with one panel per metric."""
-    from repro.io import atomic_write_text
-    from repro.report.figures import plot_metric_curves
-
+def efficiency_frame(cfg: DictConfig, rows: list, points: list, store) -> pd.DataFrame:
+    """The efficiency curves, long form: row, training_step, one column per metric; each curve's
+    snapshots in order, then the table's own row at the budget."""
     columns = column_names(cfg.table)
     final = {r.name: r.job for r in rows}
     curves: dict[str, list] = {}     # row -> [(step, evaluate job)], snapshots in order, then the row itself
@@ -419,7 +419,16 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
         curves.setdefault(p.row, []).append((p.step, p.job))
     records = [{"row": name, "training_step": step, **store.dir(job).result()["values"]}
                for name, snaps in curves.items() for step, job in [*snaps, (int(cfg.train.steps), final[name])]]
-    frame = pd.DataFrame(records).reindex(columns=["row", "training_step", *columns])
+    return pd.DataFrame(records).reindex(columns=["row", "training_step", *columns])
+
+
+def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, out_dir: Path) -> Path:
+    """tables/curves/<key>_efficiency.csv (`efficiency_frame`) and a PNG/PDF with one panel per metric."""
+    from repro.io import atomic_write_text
+    from repro.report.figures import plot_metric_curves
+
+    columns = column_names(cfg.table)
+    frame = efficiency_frame(cfg, rows, points, store)
     path = Path(out_dir) / "curves" / f"{cfg.table.key}_efficiency.csv"
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
     n = int(store.dir(points[0].job).result()["n_images"])

@@ -224,7 +224,12 @@ def test_readings_study_runs_at_tiny_and_shares_baselines(tmp_path, monkeypatch)
     assert doc["provenance"]["readings"]["composite"]["composite"] is True
     assert {c["text"] for c in doc["claims"]} >= {"MT-Diffusion < SDEdit- for every mask count"}
     assert all(set(c["by_reading"]) == {"paper", "zero", "composite"} for c in doc["claims"])
+    # each seed tested as the tables test (paired over the same images), its interval in the JSON
+    test = doc["claims"][0]["by_reading"]["zero"]["seeds"]["0"]
+    assert test["test"] == "interval" and test["comparisons"] and all(
+        "paired" in c["test"] and c["low"] <= c["difference"] <= c["high"] for c in test["comparisons"])
     csv = pd.read_csv(paths["csv"])
+    assert csv[["low", "high"]].notna().all().all() and (csv.low <= csv.high).all()   # each seed's 95% interval
     assert len(csv) == 3 * 3 * 4
     clean = csv[csv.row == "Clean-Masked"].groupby("column").value.nunique()
     assert (clean == 1).all()                          # one Clean-Masked job behind every reading
