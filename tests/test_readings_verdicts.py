@@ -148,3 +148,4 @@ def test_rendered_study_cells_and_machine_readable_tests():
     cell = next(c for c in doc["cells"] if c["reading"] == "one" and c["row"] == "MT-Diffusion-X" and c["column"] == "IS")
     assert (cell["low"], cell["high"], cell["n_seeds"]) == (0.9, 1.1, 1)
     assert "inconclusive" in doc["verdicts"] and {"md", "tex", "csv", "json"} == set(texts)
+    assert r"\item Table 2: MT-Diffusion-X FID $<$ ADM (un-cond) FID; two, seed 0: \textsc{held}" in texts["tex"]

@@ -256,6 +256,12 @@ def render_study(cells: pd.DataFrame, readings: Sequence[Reading], rows: dict[st
                                          f"under each reading; {VERDICTS_NOTE}. " + " ".join(defs))]
     tex += [_tex_table(g, "row: column", f"Readings study: Table {t}'s cells; {CELLS_NOTE}; seeds "
                                          f"{provenance['seeds']}.") for t, g in grids.items()]
+    tests = [rf"  \item Table {c['table']}: {tex_escape(c['text'])}; {tex_escape(name)}, seed {v['first_seed']}: "
+             rf"\textsc{{{v['seeds'][str(v['first_seed'])]['status']}}}; over seeds {tex_escape(_status_text(v))}. "
+             rf"{{\footnotesize {tex_escape(v['detail'])}}}" for c in claims for name, v in c["by_reading"].items()]
+    if tests:
+        tex.append("\\paragraph{The tests at each reading's first seed.}\n\\begin{itemize}\n" + "\n".join(tests)
+                   + "\n\\end{itemize}")
     summary = summarize_cells(cells)
     doc = {"study": "readings", "title": caption, "readings": [
         {"name": r.name, "overrides": list(r.overrides), "why": r.why, "tables": list(r.tables),
