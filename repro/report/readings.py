@@ -31,7 +31,7 @@ from repro.errors import UserError
 from repro.report.cells import CellData, claim_verdict
 from repro.report.claims import HELD, INCONCLUSIVE, NOT_EVALUABLE, NOT_HELD, evaluate_claim, expand
 from repro.report.escape import md_escape, tex_escape
-from repro.report.paper import table_spec
+from repro.report.paper import Column, table_spec
 from repro.report.render import _interval_text
 
 CELL_COLUMNS = ["table", "reading", "seed", "row", "column", "value", "low", "high"]
@@ -147,7 +147,7 @@ def summarize_cells(cells: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _cell_text(rec: Any, column: Any) -> str:
+def _cell_text(rec: Any, column: Column) -> str:
     """2+ seeds: "mean ± sd sd"; one seed: its value with its 95% interval (the tables' format)."""
     if np.isnan(rec.mean):
         return "-"
