@@ -57,6 +57,29 @@ def _applies(default: DictConfig, overrides: tuple[str, ...]) -> bool:
     return all(OmegaConf.select(default, o.split("=", 1)[0], default=missing) is not missing for o in overrides)
 
 
+def collect_cells(planned: list[tuple[str, int, str, str, object]], js) -> tuple[list[dict], dict]:
+    """From the evaluate jobs of (reading, seed, table, row, job): each cell's value with its 95%
+    interval (the job's result, as the tables read it) and, per (table, reading, seed), the cells'
+    per-image data or replicates for the claim tests (`read_cells`, the tables' reader); None for
+    a (table, reading, seed) any of whose jobs predates them (judged on point values then)."""
+    from repro.jobs.evaluate import read_cells
+
+    records, data = [], {}
+    for name, seed, table, row, job in planned:
+        res = js.dir(job).result()
+        intervals = res.get("intervals") or {}
+        for col, value in res["values"].items():
+            low, high = intervals.get(col) or (None, None)
+            records.append({"table": table, "reading": name, "seed": seed, "row": row, "column": col,
+                            "value": value, "low": low, "high": high})
+        group = (table, name, seed)
+        if "intervals" not in res:
+            data[group] = None
+        elif data.get(group, {}) is not None:
+            data.setdefault(group, {}).update({(row, col): cell for col, cell in read_cells(js.dir(job)).items()})
+    return records, data
+
+
 def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: Path, out_dir: Path,
                  spec_path: Path | None = None, check: Callable[[DictConfig], None] | None = None
                  ) -> dict[str, Path]:
@@ -98,13 +121,13 @@ def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: 
     report = dispatch(jobs, default.cluster, store)
     print(report.line())
     js = JobStore(store)
-    records = [{"table": t, "reading": name, "seed": seed, "row": row, "column": col, "value": value}
-               for name, seed, t, row, job in planned for col, value in js.dir(job).result()["values"].items()]
+    records, data = collect_cells(planned, js)
     unique = topological(jobs)
     provenance = {"profile": profile, "seeds": list(study["seeds"]), "git_commit": git_commit(),
                   "jobs": len(unique), "overrides": list(overrides),
                   "wall_time_s": round(sum(js.dir(j).result()["provenance"]["wall_time_s"] for j in unique), 1),
                   "readings": used}
-    texts = render_study(pd.DataFrame.from_records(records), readings, rows, provenance, study.get("title", ""))
+    texts = render_study(pd.DataFrame.from_records(records), readings, rows, provenance, study.get("title", ""),
+                         data)
     key = study.get("key", READINGS_SPEC)
     return {ext: atomic_write_text(Path(out_dir) / f"{key}.{ext}", text) for ext, text in texts.items()}

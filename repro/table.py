@@ -22,8 +22,8 @@ from repro.cli import available_clusters, profile_out, run, table_options
 from repro.config import available_tables, compose
 from repro.errors import UserError
 from repro.table_checks import validate, validate_dense
-from repro.table_figures import (dense_figures, restoration_figure, sample_figures, write_efficiency_curves,
-                                 write_loss_by_t, write_loss_curves)
+from repro.table_figures import (dense_figures, efficiency_frame, restoration_figure, sample_figures,
+                                 write_efficiency_curves, write_loss_by_t, write_loss_curves)
 from repro.table_results import (caption_notes, dense_caption_notes, ours_frame, provenance_of, results_of,
                                  uncertainty_of, write_dvc_metrics)
 
@@ -37,6 +37,7 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     from repro.dispatch import dispatch
     from repro.jobs.store import JobStore
     from repro.plan import readings, readings_line, reference_rows, table_jobs
+    from repro.report.learning import last_doublings
     from repro.report.paper import table_spec
     from repro.report.render import render_table
     from repro.report.staging import staged
@@ -56,12 +57,14 @@ def run_table(table: str, profile: str, cluster: str, overrides: tuple[str, ...]
     provenance = provenance_of(cfg, rows, results, js, readings=readings(cfg))
     notes = caption_notes(cfg, readings_line(readings(cfg)))
     intervals, cells, interval_note = uncertainty_of(rows, js, results)
+    learning = (last_doublings(efficiency_frame(cfg, rows, points, js), table_spec(cfg.table.key).columns)
+                if points else ())   # has each row with snapshots learned at this budget?
     # Rendered into a staging folder and swapped in together: a kill mid-render keeps the old set.
     with staged(out_dir, cfg.table.key) as stage:
         paths = render_table(cfg.table.key, ours, provenance, stage, caption_notes=notes,
                              cited_rows=table_spec(cfg.table.key).cited_rows, intervals=intervals, cells=cells,
                              interval_note=interval_note,
-                             reference_rows=[r["name"] for r in reference_rows(cfg)])
+                             reference_rows=[r["name"] for r in reference_rows(cfg)], learning=learning)
         paths["metrics"] = write_dvc_metrics(cfg.table.key, ours, stage)
         if cfg.table.evaluation == "lpips_restoration":
             paths["figure"] = restoration_figure(cfg.table.key, rows, js, stage)

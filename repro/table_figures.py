@@ -186,12 +186,9 @@ def write_loss_by_t(key: str, jobs: list, store, out_dir: Path) -> Path:
     return path
 
 
-def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, out_dir: Path) -> Path:
-    """tables/curves/<key>_efficiency.csv (row, training_step, one column per metric; each
-    curve ends at the table's own row) and a PNG/PDF with one panel per metric."""
-    from repro.io import atomic_write_text
-    from repro.report.figures import plot_metric_curves
-
+def efficiency_frame(cfg: DictConfig, rows: list, points: list, store) -> pd.DataFrame:
+    """The efficiency curves, long form: row, training_step, one column per metric; each curve's
+    snapshots in order, then the table's own row at the budget."""
     columns = column_names(cfg.table)
     final = {r.name: r.job for r in rows}
     curves: dict[str, list] = {}     # row -> [(step, evaluate job)], snapshots in order, then the row itself
@@ -199,7 +196,16 @@ def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, ou
         curves.setdefault(p.row, []).append((p.step, p.job))
     records = [{"row": name, "training_step": step, **store.dir(job).result()["values"]}
                for name, snaps in curves.items() for step, job in [*snaps, (int(cfg.train.steps), final[name])]]
-    frame = pd.DataFrame(records).reindex(columns=["row", "training_step", *columns])
+    return pd.DataFrame(records).reindex(columns=["row", "training_step", *columns])
+
+
+def write_efficiency_curves(cfg: DictConfig, rows: list, points: list, store, out_dir: Path) -> Path:
+    """tables/curves/<key>_efficiency.csv (`efficiency_frame`) and a PNG/PDF with one panel per metric."""
+    from repro.io import atomic_write_text
+    from repro.report.figures import plot_metric_curves
+
+    columns = column_names(cfg.table)
+    frame = efficiency_frame(cfg, rows, points, store)
     path = Path(out_dir) / "curves" / f"{cfg.table.key}_efficiency.csv"
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
     n = int(store.dir(points[0].job).result()["n_images"])

@@ -180,8 +180,9 @@ def test_train_body_reads_exactly_its_key_under_every_network_input(tmp_path, mo
 
 
 def test_study_verdicts_name_the_readings_under_which_each_claim_holds():
-    """Hand-made cells: MT-Diffusion beats Clean-Masked under `b` only (on both seeds), and under
-    `c` only on the mean of two seeds that disagree."""
+    """Hand-made cells without per-image data (point values, as for jobs older than cells.npz):
+    MT-Diffusion beats Clean-Masked under `b` on both seeds; under `c` the seeds disagree, which
+    is inconclusive (not held on the mean, as the point rule once said)."""
     recs = []
     for reading, mt in (("a", [9.0, 9.0]), ("b", [0.1, 0.2]), ("c", [0.05, 0.9])):
         for seed, value in enumerate(mt):
@@ -195,9 +196,11 @@ def test_study_verdicts_name_the_readings_under_which_each_claim_holds():
     rs = [Reading(n, (), tables=("1",)) for n in "abc"]
     claims = {c["text"]: c for c in evaluate_study(cells, rs, {"1": ["Clean-Masked", "SDEdit-", "MT-Diffusion"]})}
     c = claims["MT-Diffusion < Clean-Masked for every mask count"]
-    assert c["holds_under"] == ["b", "c"]
+    assert c["holds_under"] == ["b"] and c["inconclusive_under"] == ["c"]
     assert c["by_reading"]["b"]["held_seeds"] == 2 and c["by_reading"]["c"]["held_seeds"] == 1
+    assert c["by_reading"]["c"]["seed_status"] == {"0": "held", "1": "not held"}
     assert c["by_reading"]["a"]["status"] == "not held"
+    assert c["by_reading"]["b"]["seeds"]["0"]["test"] == "point values"
     assert claims["SDEdit- > Clean-Masked for every mask count"]["holds_under"] == []
 
 
@@ -221,7 +224,12 @@ def test_readings_study_runs_at_tiny_and_shares_baselines(tmp_path, monkeypatch)
     assert doc["provenance"]["readings"]["composite"]["composite"] is True
     assert {c["text"] for c in doc["claims"]} >= {"MT-Diffusion < SDEdit- for every mask count"}
     assert all(set(c["by_reading"]) == {"paper", "zero", "composite"} for c in doc["claims"])
+    # each seed tested as the tables test (paired over the same images), its interval in the JSON
+    test = doc["claims"][0]["by_reading"]["zero"]["seeds"]["0"]
+    assert test["test"] == "interval" and test["comparisons"] and all(
+        "paired" in c["test"] and c["low"] <= c["difference"] <= c["high"] for c in test["comparisons"])
     csv = pd.read_csv(paths["csv"])
+    assert csv[["low", "high"]].notna().all().all() and (csv.low <= csv.high).all()   # each seed's 95% interval
     assert len(csv) == 3 * 3 * 4
     clean = csv[csv.row == "Clean-Masked"].groupby("column").value.nunique()
     assert (clean == 1).all()                          # one Clean-Masked job behind every reading

@@ -77,17 +77,17 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker(job: Job, store_root: str, threads: int | None, deterministic: bool | None = None) -> float:
-    """One job in a worker process; its output goes to the job's log.txt only (the terminal
-    would interleave several progress bars)."""
+    """One job in a worker process. Its progress bars (tqdm writes to stderr) go to the job's
+    log.txt only: the terminal would interleave several; its printed lines (results, "waiting
+    for" another process's lock) go to the log and to the terminal."""
     _set_threads(threads)
     started = time.time()
     with open(os.devnull, "w") as quiet:
-        out, err = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = quiet
+        err, sys.stderr = sys.stderr, quiet
         try:
             run_job(job, store_root, deterministic)
         finally:
-            sys.stdout, sys.stderr = out, err
+            sys.stderr = err
     return time.time() - started
 
 

@@ -22,6 +22,7 @@ from repro.io import atomic_write_text
 from repro.report.cells import CellData, claim_verdict
 from repro.report.claims import HELD, INCONCLUSIVE, NOT_EVALUABLE, NOT_HELD, count_statuses, evaluate_claims
 from repro.report.escape import md_escape
+from repro.report.learning import LastDoubling, learning_note, learning_records
 from repro.report.paper import TableSpec, table_spec
 from repro.report.provenance import row_provenance
 from repro.report.table_formats import _heading, _json, _latex, _long, _markdown, _View
@@ -84,6 +85,7 @@ def render_table(
     cells: dict[tuple[str, str], CellData] | None = None,
     interval_note: str = "",
     reference_rows: Sequence[str] = (),
+    learning: Sequence[LastDoubling] = (),
 ) -> dict[str, Path]:
     """Write `{stem}.md`, `.tex`, `.csv`, `.json` of one table into `out_dir` (atomically).
 
@@ -98,6 +100,8 @@ def render_table(
         (repro.report.cells.claim_verdict) instead of a comparison of point values.
     interval_note: how the intervals were computed (method, resamples, images), for the caption.
     reference_rows: calibration rows of ours: never bold, excluded from the claims.
+    learning: each row's metric over its last doubling of training (repro.report.learning,
+        from the efficiency curve): a caption sentence, learned or still learning, and `learning` in json.
     Returns {"md": path, "tex": path, "csv": path, "json": path}.
     """
     spec = table_spec(table_id)
@@ -119,12 +123,13 @@ def render_table(
         order=_row_order(spec, claim_rows) + reference,   # reference rows last
         best=best_cells(spec, ours, reference),
         provenance=provenance,
-        notes=list(caption_notes),
+        notes=[*caption_notes, *([learning_note(learning, spec.columns)] if learning else [])],
         cited=[r for r in cited_rows if r not in ours.index],  # a row we reproduced is not "cited"
         claims=claims,
         intervals=dict(intervals or {}),
         interval_note=interval_note,
         reference=reference,
+        learning=learning_records(learning),
     )
     # Everything is formatted before the first write: a failure leaves no partial set.
     texts: dict[str, str] = {

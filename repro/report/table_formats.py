@@ -154,6 +154,7 @@ class _View:
     intervals: dict[str, dict[str, list[float] | None]]
     interval_note: str
     reference: list[str]
+    learning: list[dict]   # repro.report.learning: each row's last doubling of training
 
     def interval(self, row: str, col: str) -> list[float] | None:
         return (self.intervals.get(row) or {}).get(col)
@@ -272,4 +273,5 @@ def _json(v: _View) -> dict:
         "caption_notes": list(v.notes),
         "intervals": v.interval_note,
         "claims": v.claims,
+        "learning": v.learning,
     }
