@@ -32,7 +32,7 @@ from repro.report.cells import CellData, claim_verdict
 from repro.report.claims import HELD, INCONCLUSIVE, NOT_EVALUABLE, NOT_HELD, evaluate_claim, expand
 from repro.report.escape import md_escape, tex_escape
 from repro.report.paper import Column, table_spec
-from repro.report.render import _interval_text
+from repro.report.table_formats import _interval_text
 
 CELL_COLUMNS = ["table", "reading", "seed", "row", "column", "value", "low", "high"]
 # (table, reading, seed) -> {(row, column): CellData}; None where the jobs saved no per-image data
