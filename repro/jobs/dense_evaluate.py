@@ -30,7 +30,7 @@ from repro.jobs import samples as samples_format
 from repro.jobs.evaluate import CELLS_FILE, read_cells
 from repro.jobs.store import JobDir
 from repro.metrics.dense import COLUMN_TASK, delta_m_layout, per_image_states, pooled_score, POOLED_PREFIX
-from repro.report.cells import CellData, POOLED_RESAMPLES, arrays_of_cells, cell_interval
+from repro.report.cells import CellData, POOLED_RESAMPLES, arrays_of_cells, column_intervals
 from repro.report.uncertainty import CONFIDENCE
 
 EVALUATE_VERSION = 2   # 2: per-image states and intervals (cells.npz); 1 (no field): point values only
@@ -74,17 +74,6 @@ def _delta_m_cell(states: Mapping[str, np.ndarray], reference: Mapping[str, Cell
     return CellData(pooled_score(name, items.sum(axis=0)), items=items, pooled=name)
 
 
-def _intervals(cells: Mapping[str, CellData], columns: list[str]) -> tuple[dict, dict]:
-    intervals, methods = {}, {}
-    for column in columns:
-        ci = cell_interval(cells[column]) if column in cells else None
-        finite = ci is not None and np.isfinite(ci.low) and np.isfinite(ci.high)
-        intervals[column] = [ci.low, ci.high] if finite else None
-        if finite:
-            methods[column] = ci.method
-    return intervals, methods
-
-
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     saved = samples_format.read(deps["samples"])
     n = len(saved["images"])
@@ -107,7 +96,7 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
         if initial:   # before denoising, against the reference's final predictions
             initial["delta_m"] = _delta_m_cell(initial_states, reference, task_columns).estimate
     atomic_save_npz(out / CELLS_FILE, **arrays_of_cells(columns, cells))
-    intervals, methods = _intervals(cells, columns)
+    intervals, methods = column_intervals(cells, columns)
     result: dict[str, Any] = {
         "n_images": n, "all_metrics": scores, "initial_values": initial,
         "feature_extractor": "none (dense metrics on the predictions" + ("; boundary odsF by a Python "

@@ -30,7 +30,7 @@ from repro.jobs import samples as samples_format
 from repro.jobs.batches import BatchCheckpoints
 from repro.data.registry import data_reads
 from repro.jobs.store import JobDir
-from repro.report.cells import CellData, arrays_of_cells, cell_interval, cells_from_arrays
+from repro.report.cells import CellData, arrays_of_cells, cells_from_arrays, column_intervals
 from repro.report.uncertainty import CONFIDENCE
 
 CELLS_FILE = "cells.npz"      # per-image scores / bootstrap replicates behind each cell (repro.report.cells)
@@ -320,13 +320,7 @@ def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
     cells: dict[str, CellData] = result.pop("cells")
     columns = list(cfg["table"]["columns"])
     atomic_save_npz(out / CELLS_FILE, **arrays_of_cells(columns, cells))
-    intervals, methods = {}, {}
-    for column in columns:
-        ci = cell_interval(cells[column]) if column in cells else None
-        finite = ci is not None and np.isfinite(ci.low) and np.isfinite(ci.high)
-        intervals[column] = [ci.low, ci.high] if finite else None
-        if finite:
-            methods[column] = ci.method
+    intervals, methods = column_intervals(cells, columns)
     result["intervals"] = intervals
     result["interval_method"] = {"confidence": CONFIDENCE, "methods": methods,
                                  "generation_resamples": GENERATION_RESAMPLES}

@@ -34,7 +34,7 @@ evaluable only when no comparison could be made at all).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -112,6 +112,19 @@ def cell_interval(cell: CellData, *, confidence: float = CONFIDENCE, n_resamples
         return bootstrap_ci(items, confidence=confidence, seed=seed)
     return _pooled_bootstrap(lambda idx: _pooled(items[idx], cell.pooled), len(items), cell.estimate, confidence,
                              n_resamples, seed)[0]
+
+
+def column_intervals(cells: Mapping[str, CellData], columns: Sequence[str]) -> tuple[dict, dict]:
+    """({column: [low, high] or None}, {column: method}) of a row's cells: what an evaluation
+    job stores beside its values (None where a column has no finite interval)."""
+    intervals, methods = {}, {}
+    for column in columns:
+        ci = cell_interval(cells[column]) if column in cells else None
+        finite = ci is not None and np.isfinite(ci.low) and np.isfinite(ci.high)
+        intervals[column] = [ci.low, ci.high] if finite else None
+        if finite:
+            methods[column] = ci.method
+    return intervals, methods
 
 
 def _two_sided_p(dist: np.ndarray) -> float:
