@@ -46,3 +46,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """One scratch root (embedded data, job store, tables) for the tiny-table tests. Tables 1-3
+    train the same models at the tiny profile and every table reads the same embedded data and
+    feature network: in one store each of those jobs runs once per session, whichever test module
+    asks first, instead of once per module. Tests that inspect the store select their table's jobs
+    through its plan (not by listing the folder)."""
+    return tmp_path_factory.mktemp("tiny")

@@ -7,7 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from repro.config import compose
 from repro.jobs import samples as samples_format
+from repro.jobs.job import topological
+from repro.jobs.store import JobStore
+from repro.plan import plan
 from repro.table import cli
 
 from helpers import tiny_table_args
@@ -16,18 +20,22 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def night2day(tmp_path_factory):
-    root = tmp_path_factory.mktemp("n2d")
+def night2day(tiny_root):
+    root = tiny_root   # tests/conftest.py: shared with the other tiny tables
     args = tiny_table_args("night2day", root)
     assert cli(args) == 0
     return root
 
 
 def _jobs(root, kind):
-    for d in (root / "jobs").iterdir():
-        job = json.loads((d / "job.json").read_text())
-        if job["kind"] == kind:
-            yield job, d
+    """This table's jobs of `kind` (the store holds other tables' jobs too): through its plan."""
+    cfg = compose("night2day", "tiny", overrides=[f"data.root={root / 'data'}"])
+    store = JobStore(root / "jobs")
+    jobs = {j.key: j for r in plan(cfg) for j in topological([r.job])}
+    for job in jobs.values():
+        if job.kind == kind:
+            d = store.dir(job)
+            yield json.loads((d / "job.json").read_text()), d
 
 
 def test_rows_and_claims(night2day):

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from repro.config import compose
 from repro.jobs import samples as samples_format
+from repro.jobs.job import topological
+from repro.jobs.store import JobStore
+from repro.plan import plan
 from repro.table import cli
 
 from helpers import tiny_table_args
@@ -16,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def representation(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rep")
+def representation(tiny_root):
+    root = tiny_root   # tests/conftest.py: shared with the other tiny tables
     args = tiny_table_args("representation", root)
     assert cli(args) == 0
     return root
@@ -35,12 +39,15 @@ def test_cosine_rows_claim_and_grid(representation):
 
 def test_both_rows_score_the_same_joint_samples(representation):
     """The random-pairs row reuses the joint row's samples (one sample job) and only re-pairs them."""
-    jobs = [json.loads((d / "job.json").read_text()) for d in (representation / "jobs").iterdir()]
+    # the store holds other tables' jobs too (tests/conftest.py): this table's, through its plan
+    cfg = compose("representation", "tiny", overrides=[f"data.root={representation / 'data'}"])
+    store = JobStore(representation / "jobs")
+    planned = {j.key: j for r in plan(cfg) for j in topological([r.job])}
+    jobs = [json.loads((store.dir(j) / "job.json").read_text()) for j in planned.values()]
     evaluations = [j for j in jobs if j["kind"] == "evaluate"]
-    assert len([j for j in jobs if j["kind"] == "sample"]) == 1
+    assert len(evaluations) == 2 and len([j for j in jobs if j["kind"] == "sample"]) == 1
     assert len({j["deps"]["samples"] for j in evaluations}) == 1
-    [sample] = [d for d in (representation / "jobs").iterdir()
-                if json.loads((d / "job.json").read_text())["kind"] == "sample"]
+    [sample] = [store.dir(j) for j in planned.values() if j.kind == "sample"]
     arr = samples_format.read(sample)
     assert arr.kind == "joint"
     assert arr["images"].dtype == np.uint8 and arr["representations"].shape == (len(arr["images"]), 256)

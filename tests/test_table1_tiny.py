@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def table1(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t1")
+def table1(tiny_root):
+    root = tiny_root   # tests/conftest.py: shared with the other tiny tables
     args = tiny_table_args("1", root)
     assert cli(args) == 0
     return root, args

@@ -25,10 +25,10 @@ COLUMNS = ("IS", "FID", "sFID", "Precision", "Recall")
 
 
 @pytest.fixture(scope="module")
-def table2(tmp_path_factory):
+def table2(tiny_root):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("t2")
+    root = tiny_root   # tests/conftest.py: shared with the other tiny tables
     args = tiny_table_args("2", root)
     assert cli(args) == 0
     yield root, args

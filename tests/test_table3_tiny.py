@@ -21,10 +21,10 @@ RESTORE = "MT-Diffusion* (restoration, 10% masking; not comparable)"
 
 
 @pytest.fixture(scope="module")
-def table3(tmp_path_factory):
+def table3(tiny_root):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("t3")
+    root = tiny_root   # tests/conftest.py: shared with the other tiny tables
     overrides = [f"data.root={root / 'data'}"]
     args = tiny_table_args("3", root)
     assert cli(args) == 0

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from repro.config import available_tables, compose
+from repro.jobs.store import JobStore
+from repro.plan import plan
 from repro.table import cli
 
 from helpers import tiny_table_args
@@ -19,8 +21,8 @@ COLUMNS = ("per_pixel_acc", "per_class_acc", "class_IoU")
 
 
 @pytest.fixture(scope="module")
-def table4(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t4")
+def table4(tiny_root):
+    root = tiny_root   # tests/conftest.py: shared with the other tiny tables
     args = tiny_table_args("4", root)
     assert cli(args) == 0
     return root, args
@@ -45,12 +47,12 @@ def test_rows_metrics_cited_rows_and_claim(table4):
 
 def test_scores_come_from_one_confusion_matrix_over_every_test_pixel(table4):
     root, _ = table4
-    cfg = compose("4", "tiny")
-    for d in (root / "jobs").iterdir():
-        job = json.loads((d / "job.json").read_text())
-        if job["kind"] != "evaluate":
-            continue
-        res = json.loads((d / "result.json").read_text())
+    cfg = compose("4", "tiny", overrides=[f"data.root={root / 'data'}"])
+    store = JobStore(root / "jobs")   # shared with other tables (tests/conftest.py): this table's jobs by its plan
+    evaluations = [r.job for r in plan(cfg) if r.job is not None and r.job.kind == "evaluate"]
+    assert len(evaluations) == 2   # Single-task diffusion, MT-Diffusion
+    for job in evaluations:
+        res = store.dir(job).result()
         m = np.array(res["confusion_matrix"])
         assert m.shape == (13, 13)                       # the embedded semantic classes
         assert m.sum() == res["n_images"] * cfg.data.resolution ** 2   # nothing ignored in the embedded maps
