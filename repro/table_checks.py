@@ -110,8 +110,10 @@ def validate_dense(cfg: DictConfig) -> None:
     from repro.data.registry import check_data
     from repro.dispatch import check_cluster
     from repro.plan import DENSE_SETTINGS, dense_settings
+    from repro.schema import check
     from repro.tasks.dense import DENSE_TASKS, make_dense_task
 
+    check(cfg)   # the values the dense jobs share with the others' schema (train.*, eval.*, train.augment)
     check_cluster(cfg.cluster)
     dense_settings(cfg)
     for setting in DENSE_SETTINGS:   # the data and mapping files of every setting a row may train on
