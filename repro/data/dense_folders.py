@@ -38,7 +38,7 @@ PASCAL-Context targets, decoded as the ASTMT/ATRC loader the authors' code deriv
   NYUD also has (plus tvmonitor, as ASTMT), zero elsewhere; the class lists are ASTMT's
   `nyu_classes.json` / `context_classes.json` in `data.root/json/`. edge: the Context label map's
   Laplacian (3x3, mirrored border, OpenCV's default) != 0, thinned (skimage.morphology.thin, the
-  authors' call; scikit-image must be installed for the paper profile).
+  authors' call; scikit-image, the `pascal` extra of pyproject.toml, is needed for the paper profile).
 - Images and maps are zero-padded, centred, to `data.resolution` (512; labels IGNORE, normals 0),
   the authors' test-time input (repro.data.dense_augment.pad). Training augmentation
   (`train.augment`, repro/data/dense_augment.py: the authors' random scale, crop, flip and
@@ -174,7 +174,7 @@ def _require_skimage():
         from skimage.morphology import thin
     except ImportError as e:
         raise UserError("PASCAL-Context edges need scikit-image (skimage.morphology.thin, as the authors): "
-                        "pip install scikit-image") from e
+                        "pip install -e '.[pascal]'") from e
     return thin
 
 
