@@ -264,7 +264,7 @@ def dry_run(table: str, profile: str, cluster: str, overrides: tuple[str, ...], 
         total_flops += est.flops
         total_hours += est.gpu_hours or 0.0
         total_disk += est.disk_bytes
-    lines.append(f"total: {total_flops / 1e18:.3g} EFLOP, {total_hours:,.0f} GPU-hours "
+    lines.append(f"total: {total_flops / 1e18:.3g} EFLOP, {total_hours:,.1f} GPU-hours "
                  f"({total_hours / 8 / 24:.1f} days on 8 GPUs), disk {_human(total_disk)}")
     if absent:
         lines.append(f"missing inputs ({len(absent)}; needed before a real run):")

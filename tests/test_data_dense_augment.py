@@ -203,6 +203,9 @@ def test_train_augment_is_a_checked_option_off_except_at_the_paper_profile(tmp_p
     assert compose("diffusionmtl_nyud", "paper").train.augment == "mtpsl"
     assert compose("diffusionmtl", "tiny", overrides=["+train.augment=atrc"]).train.augment == "atrc"
     validate_dense(compose("diffusionmtl", "tiny", overrides=["+train.augment=mtpsl"]))
+    from repro.table_checks import validate
+    with pytest.raises(UserError, match="train.augment is DiffusionMTL's training augmentation"):
+        validate(compose("1", "tiny", overrides=["+train.augment=atrc"]))   # not silently ignored
     with pytest.raises(UserError, match="train.augment takes one of none, atrc, mtpsl"):
         validate_dense(compose("diffusionmtl", "tiny", overrides=["+train.augment=jitter"]))
 
