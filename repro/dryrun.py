@@ -14,6 +14,10 @@ follow at the cluster config's per-GPU peak for the job's precision times a stat
 utilisation (`gpu:` in benchmarks/cluster/slurm.yaml). Not counted: elementwise work,
 the optimiser, data loading, classifier-guidance gradients, Inception/AlexNet evaluation.
 
+DiffusionMTL's jobs (dense_train, dense_predict) are counted the same way by
+repro/bench/dense_flops.py: FLOPs per training image at the label setting's labelled tasks per
+image, x batch x steps; one forward per test image. Its evaluation (metrics) is not counted.
+
 Missing datasets, weights and reference batches are listed (repro.errors.collect_missing),
 not fatal; any other bad setting is still a UserError. Nothing is written or submitted (a
 latent-space network whose kl-f8 autoencoder is missing is counted with random autoencoder
@@ -75,6 +79,17 @@ class FlopCounter:
         if key not in self._cache:
             with tempfile.TemporaryDirectory() as folder:
                 self._cache[key] = self._count(_with_autoencoder(config, Path(folder)))
+        return self._cache[key]
+
+    def dense(self, config: dict[str, Any]):
+        """DiffusionMTL's counts (repro.bench.dense_flops.DenseFlops) of dense_train config `config`."""
+        from repro.bench.dense_flops import count_dense
+
+        d = config["data"]
+        key = json.dumps({"dense": [d["name"], d.get("format"), d["resolution"]], "task": config["task"],
+                          "variant": config["model"]["variant"]}, sort_keys=True, default=str)
+        if key not in self._cache:
+            self._cache[key] = count_dense(config)
         return self._cache[key]
 
     @staticmethod
@@ -153,10 +168,46 @@ def estimate(job: Job, counter: FlopCounter, gpu: dict[str, Any]) -> Estimate:
         guided = " (+ classifier gradients, not counted)" if "classifier" in job.deps else ""
         return Estimate(flops, _gpu_hours(flops, gpu, precision), disk,
                         f"{fwd / 1e9:.1f} GFLOP/image fwd x {steps} steps x {n} images, {precision}{guided}")
+    if job.kind in ("dense_train", "dense_predict"):
+        return _dense_estimate(job, counter, gpu)
     if job.kind == "released":
         _, _, params = counter.network(job.config)
         return Estimate(0.0, None, params * FP32_BYTES, "import of a released checkpoint")
     return Estimate(0.0, None, 0.0, "not counted (feature extraction / metrics / classifier)")
+
+
+DENSE_CHECKPOINT_COPIES = 3   # dense_train's checkpoint.pt: weights and Adam's two moments (no EMA)
+DENSE_OUTPUT_BYTES = {"semseg": 1, "human_parts": 1, "sal": 4, "edge": 4, "depth": 4, "normals": 12}  # per pixel
+DENSE_BASELINES = ("mtl_baseline", "single_task")   # no preliminary predictions to save
+
+
+def _dense_estimate(job: Job, counter: FlopCounter, gpu: dict[str, Any]) -> Estimate:
+    """DiffusionMTL's training (FLOPs per image at the setting's labels per image, x batch x
+    steps) and test predictions (one forward per test image); repro/bench/dense_flops.py."""
+    from repro.bench.dense_flops import image_size, mean_labels
+
+    c = job.config if job.kind == "dense_train" else job.deps["model"].config
+    f = counter.dense(c)
+    precision = "bf16" if c["train"].get("autocast", "none") == "bf16" else "fp32"
+    if job.kind == "dense_train":
+        steps, batch = int(c["train"]["steps"]), int(c["train"]["batch_size"])
+        labels = mean_labels(c["data"])
+        per = f.train(labels)
+        flops = per * batch * steps
+        how = ("every task labelled: an upper bound, the mapping file is not on disk" if labels is None
+               else f"{labels:.2f} labelled tasks per image")
+        return Estimate(flops, _gpu_hours(flops, gpu, precision), f.params * FP32_BYTES * (DENSE_CHECKPOINT_COPIES + 1),
+                        f"{per / 1e9:.1f} GFLOP/image fwd+bwd ({how}) x {batch} x {steps} steps, {precision}; "
+                        f"{f.params / 1e6:.1f}M params; augmentation {c['train'].get('augment', 'none')}")
+    n = int(job.config["eval"]["n_images"])
+    h, w = image_size(c["data"])
+    stages = 1 if c["model"]["variant"] in DENSE_BASELINES else 2
+    from repro.data.registry import dense_tasks
+
+    per_pixel = 3 + stages * sum(DENSE_OUTPUT_BYTES[t] for t in dense_tasks(c["data"]))
+    flops = f.forward * n
+    return Estimate(flops, _gpu_hours(flops, gpu, precision), float(n * h * w * per_pixel),
+                    f"{f.forward / 1e9:.1f} GFLOP/image fwd (every task) x {n} test images, {precision}")
 
 
 def store_state(job: Job, store: Path) -> str:
@@ -213,7 +264,7 @@ def dry_run(table: str, profile: str, cluster: str, overrides: tuple[str, ...], 
         total_flops += est.flops
         total_hours += est.gpu_hours or 0.0
         total_disk += est.disk_bytes
-    lines.append(f"total: {total_flops / 1e18:.3g} EFLOP, {total_hours:,.0f} GPU-hours "
+    lines.append(f"total: {total_flops / 1e18:.3g} EFLOP, {total_hours:,.1f} GPU-hours "
                  f"({total_hours / 8 / 24:.1f} days on 8 GPUs), disk {_human(total_disk)}")
     if absent:
         lines.append(f"missing inputs ({len(absent)}; needed before a real run):")

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from repro.data.dense_augment import AUGMENTATIONS
 from repro.data.pixels import UINT8_ROUNDINGS
 from repro.diffusion.aggregation import WEIGHT_KINDS
 from repro.diffusion.network_input import NETWORK_INPUTS
@@ -109,6 +110,7 @@ RULES: dict[str, Rule] = {
     "train.log_every": POSITIVE,
     "train.sleep_s": _float(0),
     "train.autocast": AUTOCAST,
+    "train.augment": Rule("str", names=AUGMENTATIONS),
     "sample.autocast": AUTOCAST,
     "eval.uint8_rounding": Rule("str", names=UINT8_ROUNDINGS),
     "sample.sampler": Rule("str", names=tuple(SAMPLERS)),
@@ -129,6 +131,8 @@ RULES: dict[str, Rule] = {
 OPTIONAL = ("train.sleep_s", "sample.sleep_s", "diffusion.network_input",
             # readings and switches a spec or profile may leave at their defaults
             "train.vlb_weight", "train.autocast", "sample.autocast", "sample.sampler", "eval.uint8_rounding",
+            # DiffusionMTL's training augmentation (on in its paper profiles; `none` where absent)
+            "train.augment",
             # ADM's released layouts (learned variance, new attention order) and the speed switches
             "unet.learn_sigma", "unet.use_new_attention_order", "unet.use_sdpa", "unet.use_checkpoint",
             "unet.channels_last")

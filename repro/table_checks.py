@@ -30,6 +30,9 @@ def validate(cfg: DictConfig) -> None:
         return validate_dense(cfg)
     check(cfg)   # types, ranges, names and relations of every value a job reads (repro/schema.py)
     check_cluster(cfg.cluster)
+    if "augment" in cfg.train:   # an optional key of the schema that only dense_train reads
+        raise UserError(f"train.augment is DiffusionMTL's training augmentation: the {cfg.table.key} table's "
+                        f"training jobs do not read it; remove it")
     if "mask_counts" in cfg.eval:
         counts = list(cfg.eval.mask_counts)
         bad = [m for m in counts if not isinstance(m, int) or not 0 <= m <= MAX_PATCHES]
@@ -110,8 +113,10 @@ def validate_dense(cfg: DictConfig) -> None:
     from repro.data.registry import check_data
     from repro.dispatch import check_cluster
     from repro.plan import DENSE_SETTINGS, dense_settings
+    from repro.schema import check
     from repro.tasks.dense import DENSE_TASKS, make_dense_task
 
+    check(cfg)   # the values the dense jobs share with the others' schema (train.*, eval.*, train.augment)
     check_cluster(cfg.cluster)
     dense_settings(cfg)
     for setting in DENSE_SETTINGS:   # the data and mapping files of every setting a row may train on

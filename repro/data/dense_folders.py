@@ -38,10 +38,12 @@ PASCAL-Context targets, decoded as the ASTMT/ATRC loader the authors' code deriv
   NYUD also has (plus tvmonitor, as ASTMT), zero elsewhere; the class lists are ASTMT's
   `nyu_classes.json` / `context_classes.json` in `data.root/json/`. edge: the Context label map's
   Laplacian (3x3, mirrored border, OpenCV's default) != 0, thinned (skimage.morphology.thin, the
-  authors' call; scikit-image must be installed for the paper profile).
+  authors' call; scikit-image, the `pascal` extra of pyproject.toml, is needed for the paper profile).
 - Images and maps are zero-padded, centred, to `data.resolution` (512; labels IGNORE, normals 0),
-  the authors' test-time input. The authors' training augmentation (random scale, crop, flip,
-  photometric distortion; design 3) is not implemented: training sees the padded images as is.
+  the authors' test-time input (repro.data.dense_augment.pad). Training augmentation
+  (`train.augment`, repro/data/dense_augment.py: the authors' random scale, crop, flip and
+  photometric distortion for PASCAL-Context, MTPSL's scale-crop for NYUD-v2; on at the paper
+  profile) starts from the unpadded item (`PascalContext.unpadded`).
 """
 from __future__ import annotations
 
@@ -172,7 +174,7 @@ def _require_skimage():
         from skimage.morphology import thin
     except ImportError as e:
         raise UserError("PASCAL-Context edges need scikit-image (skimage.morphology.thin, as the authors): "
-                        "pip install scikit-image") from e
+                        "pip install -e '.[pascal]'") from e
     return thin
 
 
@@ -183,17 +185,6 @@ def context_edges(label_map: np.ndarray) -> np.ndarray:
     thin = _require_skimage()
     lap = ndimage.laplace(np.asarray(label_map, np.float64), mode="mirror")
     return thin(lap != 0).astype(np.uint8)
-
-
-def _pad(a: np.ndarray, size: int, value: float, path: Path) -> np.ndarray:
-    """Centre `a` [H, W, ...] in a size x size canvas filled with `value`."""
-    h, w = a.shape[:2]
-    if h > size or w > size:
-        raise UserError(f"{path} is {h}x{w}, larger than data.resolution={size}: the authors pad to 512")
-    out = np.full((size, size, *a.shape[2:]), value, a.dtype)
-    top, left = (size - h) // 2, (size - w) // 2
-    out[top:top + h, left:left + w] = a
-    return out
 
 
 class PascalContext(Dataset):
@@ -225,20 +216,28 @@ class PascalContext(Dataset):
                 "sal": (np.asarray(Image.open(self._file("sal", i)), np.float32) / 255.0 > 0.5).astype(np.uint8),
                 "normals": normals, "edge": context_edges(label_map)}
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def unpadded(self, i: int) -> dict[str, torch.Tensor]:
+        """Item i at the photo's own size (what the training augmentation starts from,
+        repro.data.dense_augment); `self[i]` is this item padded to `data.resolution`."""
         from PIL import Image
 
         from repro.data.pixels import to_model_space
 
-        path = self._file("image", i)
-        image = torch.from_numpy(_pad(to_model_space(np.asarray(Image.open(path).convert("RGB"))).permute(1, 2, 0)
-                                      .numpy(), self.resolution, 0.0, path)).permute(2, 0, 1).contiguous()
-        item = {"image": image, "labelled": torch.from_numpy(self.flags[i].copy())}
+        item = {"image": to_model_space(np.asarray(Image.open(self._file("image", i)).convert("RGB"))),
+                "labelled": torch.from_numpy(self.flags[i].copy())}
         for task, a in self.targets(i).items():
-            padded = _pad(a, self.resolution, 0.0 if task == "normals" else IGNORE, path)
-            item[task] = torch.from_numpy(np.moveaxis(padded, -1, 0).copy() if task == "normals"
-                                          else padded.astype(np.int64))
+            item[task] = torch.from_numpy(np.moveaxis(a, -1, 0).copy() if task == "normals" else a.astype(np.int64))
         return item
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        from repro.data.dense_augment import pad
+
+        item = self.unpadded(i)
+        h, w = item["image"].shape[-2:]
+        if h > self.resolution or w > self.resolution:
+            raise UserError(f"{self._file('image', i)} is {h}x{w}, larger than data.resolution={self.resolution}: "
+                            f"the authors pad to 512")
+        return pad(item, (self.resolution, self.resolution))
 
 
 def load_pascal(data: Mapping[str, Any], split: str) -> PascalContext:

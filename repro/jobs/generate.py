@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -24,6 +24,18 @@ from repro.jobs.store import JobDir
 from repro.jobs.trained import load_denoiser
 from repro.tasks.generation import generate, restore_for_generation
 from repro.tasks.masked_image import MaskedImageTask
+
+
+def reads(view: Mapping[str, Any]) -> list[str]:
+    """What a generate job reads of its view (repro.jobs.job.select; tests/test_job_reads.py).
+
+    `data` and `row` are read as whole blocks: the dataset is named by its block (the registry
+    takes it whole; restoration rows load its test split), and a row's settings are read by
+    name below. Their keys were fixed before this declaration and stay so: `data.n_train`,
+    `row.model` and `row.classifier` (the dependencies, keyed through their own jobs) are hashed
+    though this body looks at none of them; narrowing them is a key change for a CODE_VERSION
+    bump. `diffusion.prior` is in the view only for a model with modalities (repro.plan)."""
+    return ["seed", "data", "row", "sample", "eval.n_images", "eval.uint8_rounding", "diffusion.prior", "snapshot"]
 
 
 def run(cfg: dict, out: JobDir, deps: dict[str, JobDir]) -> dict[str, Any]:
