@@ -99,6 +99,11 @@ def test_heartbeat_advances_and_a_holder_notices_it_lost_the_lock(tmp_path):
     lock = JobLock(tmp_path / "lock", heartbeat_s=0.05).acquire()
     time.sleep(0.4)
     assert lock.holder()["heartbeat"] >= 2 and lock.held()
+    # A takeover only happens to a lock whose heartbeats stopped (STALE_AFTER_S): slow the beat
+    # down first, so the write below cannot land between a beat's token check and its rewrite
+    # (that interleaving, which a loaded machine produced, is not a state a real takeover meets).
+    lock.heartbeat_s = 3600.0
+    time.sleep(0.2)
     (tmp_path / "lock").write_text(json.dumps({"host": "other", "pid": 1, "token": "theirs"}))
     assert not lock.held()
     lock.release()
