@@ -19,12 +19,18 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import pandas as pd
 
 from repro.cli import run, table_options
 from repro.errors import UserError
+
+if TYPE_CHECKING:    # imported lazily at run time: --help stays fast
+    from omegaconf import DictConfig
+
+    from repro.jobs.job import Job
 
 STEPS = (10, 25, 50, 100, 250, 1000)
 SERIES = (("1", "ancestral", "LPIPS"), ("2", "ancestral", "FID"), ("2", "ddim", "FID"))
@@ -39,11 +45,11 @@ class StepPoint:
     sampling_steps: int
     row: str
     metric: str
-    job: object          # the row's evaluate job at that step count
+    job: "Job"           # the row's evaluate job at that step count
 
 
 def plan_points(profile: str, cluster: str, steps: tuple[int, ...], overrides: tuple[str, ...],
-                tables: tuple[str, ...] = ("1", "2"), rows: tuple[str, ...] = ()) -> tuple[list[StepPoint], object]:
+                tables: tuple[str, ...] = ("1", "2"), rows: tuple[str, ...] = ()) -> tuple[list[StepPoint], "DictConfig"]:
     """Every (series, step count, row) point as the table's own row job; and the cluster config."""
     from repro.config import compose
     from repro.plan import table_jobs
