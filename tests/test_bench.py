@@ -8,7 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from repro.bench import __main__ as bench
 from repro.bench.__main__ import FAST_PATHS, cli, main
+from repro.bench.networks import job_config
+from repro.config import compose
+from repro.nn.fast_paths import SWITCHES
 from repro.bench.measure import SavedActivations, count_flops, median_seconds
 
 
@@ -36,6 +40,8 @@ def test_json_report_has_every_measurement(tiny_report):
     for v in r["variants"].values():
         assert v["parameters"] >= adm["parameters"] and v["train_flops"] >= adm["train_flops"]
     assert r["variants"]["E"]["parameters"] > r["variants"]["M"]["parameters"]   # the classifier head
+    profile_switches = {k: bool(compose("2", "tiny").unet.get(k)) for k in SWITCHES}
+    assert all(v["switches"] == profile_switches for v in r["variants"].values())   # as the jobs run them
     assert set(r["fast_paths"]) == set(FAST_PATHS)
     for p in r["fast_paths"].values():
         for key in ("train_s", "sample_evals_per_s", "train_peak_mb", "train_saved_activations_mb",
@@ -104,3 +110,20 @@ def test_a_table_without_diffusion_models_is_refused_in_one_line(capsys):
     assert cli(["--profile", "tiny", "--table", "diffusionmtl"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --table diffusionmtl") and "choose one of 1, 2" in err[0]
+
+
+def test_fast_paths_start_from_every_switch_off_whatever_the_profile_sets(monkeypatch):
+    """The `default` fast path is ADM's own computation even where the profile turns switches on
+    (smoke and paper set use_sdpa and channels_last): each setting builds the plain network."""
+    config = job_config(compose("2", "tiny"), "adm")
+    config["unet"] = {**config["unet"], "use_sdpa": True, "channels_last": True}   # a profile with switches on
+    built_with = []
+    real_build = bench.build
+
+    def recording_build(cfg):
+        built_with.append({k: cfg["unet"].get(k) for k in SWITCHES})
+        return real_build(cfg)
+    monkeypatch.setattr(bench, "build", recording_build)
+    out = bench.bench_fast_paths(config, iters=1, device="cpu", sample_batch=2)
+    assert set(out) == set(FAST_PATHS) and len(built_with) == len(FAST_PATHS)
+    assert all(switches == {k: False for k in SWITCHES} for switches in built_with)

@@ -12,7 +12,9 @@ A benchmark, not a test. It measures, at a profile's model size and on random da
   * the FLOPs of a training iteration (torch's FlopCounterMode) and the achieved FLOP/s
     against the same run's matmul rate;
   * each fast path (repro.nn.fast_paths, repro.nn.precision) on ADM: step time, sampling
-    evaluations per second and the training step's peak memory, against the default path;
+    evaluations per second and the training step's peak memory, against the default path
+    (every switch off: ADM's own computation). The variants above run with the profile's
+    switches, as the jobs do, and record which;
   * the evaluation feature network's images per second, and the process's peak RSS;
   * with --paper-configs: every distinct paper-profile network at full size (one training
     step and one sampling call at batch 1): wall time and peak memory per configuration.
@@ -54,14 +56,19 @@ MB = 2**20
 
 def bench_variants(configs: dict[str, dict[str, Any]], iters: int, device: str,
                    sample_batch: int) -> dict[str, dict[str, float]]:
-    """Training step and sampling call of every variant, timed round-robin; FLOPs per step."""
+    """Training step and sampling call of every variant as its jobs run it (the profile's speed
+    switches applied), timed round-robin; FLOPs per step."""
+    from repro.nn.fast_paths import SWITCHES
+
     steps, calls, out = {}, {}, {}
     for name, config in configs.items():
         built = build(config)
         steps[name] = train_step(config, built, int(config["train"]["batch_size"]), device=device)
         calls[name] = sampling_call(config, built, sample_batch, device=device)
         out[name] = {"parameters": sum(p.numel() for p in built.model.parameters()),
-                     "train_flops": count_flops(steps[name])}
+                     "train_flops": count_flops(steps[name]),
+                     # the speed switches the jobs run this network with (the profile's `unet:`)
+                     "switches": {switch: bool(config["unet"].get(switch)) for switch in SWITCHES}}
     train_s = interleaved_medians(steps, iters, device=device)
     sample_s = interleaved_medians(calls, iters, device=device)
     for name, v in out.items():
@@ -72,12 +79,17 @@ def bench_variants(configs: dict[str, dict[str, Any]], iters: int, device: str,
 
 def bench_fast_paths(config: dict[str, Any], iters: int, device: str, sample_batch: int) -> dict[str, dict[str, Any]]:
     """Every FAST_PATHS setting on one network (same weights): step time, sampling rate,
-    activations kept for backward, and (CUDA) the training step's peak memory; timed round-robin."""
-    from repro.nn.fast_paths import set_fast_paths, to_channels_last
+    activations kept for backward, and (CUDA) the training step's peak memory; timed round-robin.
 
+    Every setting starts from the network with all of the spec's speed switches off (ADM's own
+    computation: einsum attention, NCHW, no checkpointing), so `default` is that computation and
+    not the profile's choice (build() applies `unet.use_sdpa` / `channels_last` as the jobs do)."""
+    from repro.nn.fast_paths import SWITCHES, set_fast_paths, to_channels_last
+
+    plain = {**config, "unet": {**config["unet"], **{switch: False for switch in SWITCHES}}}
     steps, calls, out = {}, {}, {}
     for name, (sdpa, channels_last, checkpoint, precision) in FAST_PATHS.items():
-        built = build(config)
+        built = build(plain)
         set_fast_paths(built.model, sdpa=sdpa, checkpoint=checkpoint)
         if channels_last:
             to_channels_last(built.model)
@@ -182,8 +194,10 @@ def print_text(res: dict[str, Any]) -> None:
           f"{res['sample_batch']} (sample), {res['resolution']}px, {res['threads']} torch threads on "
           f"{res['device']}, median of {res['iters']}")
     print(frame.to_string(float_format=lambda v: f"{v:.4g}"))
+    on = [k for k, v in res["variants"][res["baseline"]]["switches"].items() if v]
+    print(f"(as the jobs run them: speed switches {', '.join(on) if on else 'none'} on)")
     if "fast_paths" in res:
-        print(f"\nfast paths on {res['baseline']}:")
+        print(f"\nfast paths on {res['baseline']} (default: every switch off, ADM's own computation):")
         print(pd.DataFrame(res["fast_paths"]).T.to_string(float_format=lambda v: f"{v:.4g}"))
     ev = res["eval"]
     print(f"\nevaluation features: {ev['images_per_s']:.4g} images/s ({ev['network']}, batch {ev['batch']}); "
