@@ -239,10 +239,31 @@ def dry_run(table: str, profile: str, cluster: str, overrides: tuple[str, ...], 
         rows = plan(cfg)
         points = efficiency_plan(cfg) if cfg.table.evaluation == "generation" else []
     jobs = topological([r.job for r in rows] + [p.job for p in points])
+    return price_jobs(f"table {table}", jobs, cfg, table, profile, overrides, store, absent)
+
+
+def dry_run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: Path,
+                     validate: Callable[[DictConfig], None]) -> list[str]:
+    """The readings study's dry run (`python -m repro.table readings --dry-run`): every job of every
+    (reading, seed, table), each shared job once; writes nothing."""
+    from repro.readings import plan_readings
+
+    with collect_missing() as absent:
+        study = plan_readings(profile, cluster, overrides, check=validate)
+    jobs = topological([p[4] for p in study.planned])
+    table = next(iter(study.rows))
+    return price_jobs("the readings study", jobs, study.cfg, table, profile, overrides, store,
+                      list(dict.fromkeys(absent)))
+
+
+def price_jobs(what: str, jobs: list[Job], cfg: DictConfig, table: str, profile: str, overrides: tuple[str, ...],
+               store: Path, absent: list[str]) -> list[str]:
+    """The dry-run report of `jobs` (topologically ordered): each job's resources, compute, disk
+    and store state, the totals and the missing inputs."""
     resources, gpu, res_from = _resources(cfg, table, profile, overrides)
     counter = FlopCounter()
     util = float(gpu.get("utilisation", 0.4))
-    lines = [f"dry run: table {table}, profile {profile}, {len(jobs)} jobs; nothing written, nothing submitted",
+    lines = [f"dry run: {what}, profile {profile}, {len(jobs)} jobs; nothing written, nothing submitted",
              f"resources from {res_from}; GPU-hours at {gpu.get('type', '?')} peak "
              f"{json.dumps(gpu.get('peak_tflops', {}).get(gpu.get('type'), {}))} TFLOP/s x utilisation {util:g} "
              f"(stated assumption)"]

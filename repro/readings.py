@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -80,20 +80,22 @@ def collect_cells(planned: list[tuple[str, int, str, str, object]], js) -> tuple
     return records, data
 
 
-def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: Path, out_dir: Path,
-                 spec_path: Path | None = None, check: Callable[[DictConfig], None] | None = None
-                 ) -> dict[str, Path]:
-    """The readings study: every (reading, seed, table) planned, all jobs dispatched at once (a job
-    shared by several readings, e.g. a baseline that does not read what they change, runs once),
-    the cells collected and tables/readings.{md,tex,csv,json} written. `check` validates each
-    composed config before any job starts (repro.table.validate, the tables' own checks)."""
-    from repro.dispatch import dispatch
-    from repro.io import atomic_write_text
-    from repro.jobs.job import topological
-    from repro.jobs.store import JobStore
+class ReadingsPlan(NamedTuple):
+    """Every (reading, seed, table, row, job) of the study, before anything runs."""
+
+    study: dict
+    readings: list                                     # repro.report.readings.Reading, `tables` filled in
+    rows: dict[str, list[str]]                         # table -> the rows recomputed
+    planned: list[tuple[str, int, str, str, object]]   # reading, seed, table, row, its evaluate job
+    used: dict[str, dict]                              # reading -> the paper readings its configs use
+    cfg: DictConfig                                    # the last table's default config (cluster, resources)
+
+
+def plan_readings(profile: str, cluster: str, overrides: tuple[str, ...], spec_path: Path | None = None,
+                  check: Callable[[DictConfig], None] | None = None) -> ReadingsPlan:
+    """Compose, check and plan every (reading, seed, table) of the study; runs nothing. `check`
+    validates each composed config (repro.table.validate, the tables' own checks)."""
     from repro.plan import plan, readings as readings_of
-    from repro.report.provenance import git_commit
-    from repro.report.readings import render_study
 
     if cluster not in available_clusters():
         raise UserError(f"unknown cluster {cluster!r}: choose one of {', '.join(available_clusters())}")
@@ -117,6 +119,23 @@ def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: 
                     raise UserError(f"benchmarks/readings.yaml: table {table} has no rows {absent}; "
                                     f"its rows are {', '.join(by_name)}")
                 planned += [(r.name, seed, table, x, by_name[x]) for x in table_rows]
+    return ReadingsPlan(study, readings, rows, planned, used, default)
+
+
+def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: Path, out_dir: Path,
+                 spec_path: Path | None = None, check: Callable[[DictConfig], None] | None = None
+                 ) -> dict[str, Path]:
+    """The readings study: every (reading, seed, table) planned (`plan_readings`), all jobs
+    dispatched at once (a job shared by several readings, e.g. a baseline that does not read what
+    they change, runs once), the cells collected and tables/readings.{md,tex,csv,json} written."""
+    from repro.dispatch import dispatch
+    from repro.io import atomic_write_text
+    from repro.jobs.job import topological
+    from repro.jobs.store import JobStore
+    from repro.report.provenance import git_commit
+    from repro.report.readings import render_study
+
+    study, readings, rows, planned, used, default = plan_readings(profile, cluster, overrides, spec_path, check)
     jobs = [p[4] for p in planned]
     report = dispatch(jobs, default.cluster, store)
     print(report.line())

@@ -123,6 +123,11 @@ def main(table: str, overrides: tuple[str, ...], profile: str, cluster: str, sto
     from repro.readings import READINGS_SPEC, run_readings
 
     out_dir = profile_out(out_dir, profile)
+    if table == READINGS_SPEC and dry_run:
+        from repro.dryrun import dry_run_readings
+
+        print("\n".join(dry_run_readings(profile, cluster, overrides, store, validate)))
+        return
     if table == READINGS_SPEC:   # the readings study (repro/readings.py): Tables 1-2 under each named reading
         paths = run_readings(profile, cluster, overrides, store, out_dir, check=validate)
         print(f"{table}: " + ", ".join(str(p) for p in paths.values()))

@@ -108,3 +108,17 @@ def test_missing_autoencoder_is_listed_not_fatal(table, tmp_path, capsys, monkey
     lines = out.splitlines()
     train = [lines[i + 1] for i, line in enumerate(lines) if line.startswith("train ")]
     assert train and all("compute 0 EFLOP" not in line for line in train)   # the latent U-Nets' FLOPs were counted
+
+
+def test_readings_study_dry_run_lists_its_jobs_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    """`repro.table readings --dry-run` used to ignore --dry-run and run the whole study."""
+    from repro.readings import plan_readings
+
+    monkeypatch.chdir(tmp_path)
+    rc, out = _run(tmp_path, capsys, "readings", "--profile", "tiny")
+    assert rc == 0
+    assert _written(tmp_path) == []
+    study = plan_readings("tiny", "local", ())
+    keys = {job.key[:8] for *_, job in study.planned}
+    assert keys <= set(re.findall(r"\b([0-9a-f]{8})\b", out))   # every cell's evaluate job is listed
+    assert out.startswith("dry run: the readings study, profile tiny,") and "missing inputs: none" in out
