@@ -59,8 +59,11 @@ report: tables
 	@command -v pdflatex >/dev/null || { echo "pdflatex not found: install texlive-latex-recommended"; exit 1; }
 	@cd tables && pdflatex -interaction=nonstopmode -halt-on-error report.tex >/dev/null && pdflatex -interaction=nonstopmode -halt-on-error report.tex >/dev/null && echo "tables/report.pdf"
 
+# One pytest worker per core (pytest-xdist), each test module whole on one worker (--dist loadfile:
+# a module's fixtures, e.g. a tiny table run, are set up once); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 slurm-up:
 	bash scripts/slurm-local.sh up

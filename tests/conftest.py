@@ -54,5 +54,14 @@ def tiny_root(tmp_path_factory) -> Path:
     train the same models at the tiny profile and every table reads the same embedded data and
     feature network: in one store each of those jobs runs once per session, whichever test module
     asks first, instead of once per module. Tests that inspect the store select their table's jobs
-    through its plan (not by listing the folder)."""
+    through its plan (not by listing the folder).
+
+    Under pytest-xdist (`make test` runs one worker per core) the root is shared by every worker
+    of the run: the job store's locks make each job run once whichever worker asks first (the
+    others wait for it, as concurrent `repro.table` runs do), and the embedded data is written
+    atomically, so two workers drawing the same split write the same bytes."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "tiny"   # basetemp is per worker; its parent is the run's
+        root.mkdir(exist_ok=True)
+        return root
     return tmp_path_factory.mktemp("tiny")
