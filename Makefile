@@ -35,9 +35,9 @@ DVC := PATH=$(abspath $(VENV))/bin:$$PATH DVC_NO_ANALYTICS=1 dvc
 tables: data
 	@if $(DVC) status -q --with-deps report >/dev/null 2>&1; then \
 	  echo "tables/ is current: dvc.lock matches this checkout's code, configs and data, so nothing is recomputed."; \
-	  echo "To recompute every table here from scratch (about two hours on 2 CPU cores): make tables-recompute"; \
+	  echo "To recompute every table here from scratch (about three hours on 2 CPU cores): make tables-recompute"; \
 	else \
-	  echo "dvc repro: running the stages whose code, configs or data changed (all of them: about two hours on 2 CPU cores)"; \
+	  echo "dvc repro: running the stages whose code, configs or data changed (all of them: about three hours on 2 CPU cores)"; \
 	  $(DVC) repro report; \
 	fi
 
