@@ -250,8 +250,8 @@ def dry_run_readings(profile: str, cluster: str, overrides: tuple[str, ...], sto
 
     with collect_missing() as absent:
         study = plan_readings(profile, cluster, overrides, check=validate)
-    jobs = topological([p[4] for p in study.planned])
-    table = next(iter(study.rows))
+    jobs = topological([job for *_, job in study.planned])
+    table = list(study.rows)[-1]   # the table whose config study.cfg is (resources depend on the profile only)
     return price_jobs("the readings study", jobs, study.cfg, table, profile, overrides, store,
                       list(dict.fromkeys(absent)))
 
