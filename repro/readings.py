@@ -136,7 +136,7 @@ def run_readings(profile: str, cluster: str, overrides: tuple[str, ...], store: 
     from repro.report.readings import render_study
 
     study, readings, rows, planned, used, default = plan_readings(profile, cluster, overrides, spec_path, check)
-    jobs = [p[4] for p in planned]
+    jobs = [job for *_, job in planned]
     report = dispatch(jobs, default.cluster, store)
     print(report.line())
     js = JobStore(store)

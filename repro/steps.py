@@ -49,7 +49,8 @@ class StepPoint:
 
 
 def plan_points(profile: str, cluster: str, steps: tuple[int, ...], overrides: tuple[str, ...],
-                tables: tuple[str, ...] = ("1", "2"), rows: tuple[str, ...] = ()) -> tuple[list[StepPoint], "DictConfig"]:
+                tables: tuple[str, ...] = ("1", "2"), rows: tuple[str, ...] = ()
+                ) -> tuple[list[StepPoint], "DictConfig"]:
     """Every (series, step count, row) point as the table's own row job; and the cluster config."""
     from repro.config import compose
     from repro.plan import table_jobs
@@ -104,8 +105,9 @@ def fewest_steps(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFr
         ref_steps, ref = int(part.sampling_steps.iloc[-1]), float(part.value.iloc[-1])
         ok = part[(part.value - ref).abs() <= tolerance * abs(ref)]
         n = int(ok.sampling_steps.iloc[0])
-        out.append({"table": table, "sampler": sampler, "row": row, "reading": reading, "steps": n, "reference_steps": ref_steps,
-                    "value": float(ok.value.iloc[0]), "reference": ref, "speedup": ref_steps / n})
+        out.append({"table": table, "sampler": sampler, "row": row, "reading": reading,
+                    "steps": n, "reference_steps": ref_steps, "value": float(ok.value.iloc[0]),
+                    "reference": ref, "speedup": ref_steps / n})
     return pd.DataFrame(out)
 
 
